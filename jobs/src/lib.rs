@@ -1,0 +1,24 @@
+//! What a job is and what doing it means: kinds, arguments, validation, the handler
+//! trait, the registry of kinds, verdicts and retry policy. Nothing here knows about
+//! RabbitMQ, HTTP or SQL; the adapters (`broker`, `store`, `producer`, `worker`) build on it.
+//!
+//! # Layout
+//! - [`model`]: identities and the lifecycle ([`JobId`], [`JobState`], [`Envelope`]).
+//! - [`error`]: the handler's verdict ([`JobError`]) and intake validation errors.
+//! - [`handler`]: [`JobArgs`], [`Handler`], [`Job`], per-kind [`JobOptions`].
+//! - [`registry`]: kind → handler ([`Registry`]) and kind → validator ([`Catalog`]).
+//! - [`backoff`]: exponential backoff with full jitter.
+//! - [`kinds`]: the kinds Conveyor ships.
+
+pub mod backoff;
+pub mod error;
+pub mod handler;
+pub mod kinds;
+pub mod model;
+pub mod registry;
+
+pub use backoff::RetryPolicy;
+pub use error::{FieldError, JobError, RegistryError, ResultExt, UnknownKind, ValidationErrors};
+pub use handler::{Handler, Job, JobArgs, JobMeta, JobOptions};
+pub use model::{Envelope, JobId, JobState, ParseStateError};
+pub use registry::{Catalog, KindSpec, Registry};

@@ -1,0 +1,493 @@
+//! The intake's handlers and wire types.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use jobs::{Envelope, JobId, JobState, ValidationErrors};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use store::{Insert, JobRecord, NewJob};
+
+use crate::AppState;
+use crate::problem::ApiError;
+
+/// Longest accepted delay or distance of `run_at` into the future.
+const MAX_DELAY: Duration = Duration::from_secs(366 * 24 * 3600);
+/// Longest accepted idempotency key.
+const MAX_KEY_LEN: usize = 255;
+
+/// `POST /v1/jobs` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateJobRequest {
+    /// The job's kind (`noop`, `order.process`, …).
+    pub kind: String,
+    /// Arguments for the kind (default `{}`).
+    #[serde(default)]
+    pub args: Option<Value>,
+    /// Queue override (default: the kind's queue).
+    #[serde(default)]
+    pub queue: Option<String>,
+    /// Attempts override (default: the kind's).
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// Dedupe key (or the `Idempotency-Key` header).
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    /// Run no earlier than this instant (RFC 3339).
+    #[serde(default)]
+    pub run_at: Option<DateTime<Utc>>,
+    /// Run no earlier than this many milliseconds from now.
+    #[serde(default)]
+    pub delay_ms: Option<u64>,
+    /// Per-job timeout override in milliseconds.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+/// `202` body: the accepted job.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Accepted {
+    /// The job's id.
+    pub id: JobId,
+    /// Its state right after intake (`enqueued` or `scheduled`).
+    pub state: JobState,
+}
+
+/// `GET /v1/jobs/{id}` body.
+#[derive(Debug, Serialize)]
+pub struct JobView {
+    /// Id.
+    pub id: JobId,
+    /// Kind.
+    pub kind: String,
+    /// Queue.
+    pub queue: String,
+    /// Arguments.
+    pub args: Value,
+    /// State.
+    pub state: JobState,
+    /// Attempts started.
+    pub attempt: u32,
+    /// Attempts allowed.
+    pub max_attempts: u32,
+    /// Next (or last) run time.
+    pub run_at: DateTime<Utc>,
+    /// Result once completed.
+    pub result: Option<Value>,
+    /// Latest error.
+    pub last_error: Option<String>,
+    /// Idempotency key.
+    pub idempotency_key: Option<String>,
+    /// Times replayed.
+    pub replay_count: u32,
+    /// Accepted at.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// Last attempt start.
+    pub started_at: Option<DateTime<Utc>>,
+    /// Final state reached at.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl From<JobRecord> for JobView {
+    fn from(r: JobRecord) -> Self {
+        Self {
+            id: r.id,
+            kind: r.kind,
+            queue: r.queue,
+            args: r.args,
+            state: r.state,
+            attempt: r.attempt,
+            max_attempts: r.max_attempts,
+            run_at: r.run_at,
+            result: r.result,
+            last_error: r.last_error,
+            idempotency_key: r.idempotency_key,
+            replay_count: r.replay_count,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+        }
+    }
+}
+
+/// Parses a JSON body strictly: JSON content type (415), JSON syntax (400), shape with
+/// the failing field's path (422), size (413).
+pub fn parse_json<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    max_body: usize,
+) -> Result<T, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if !(mime == "application/json"
+        || (mime.starts_with("application/") && mime.ends_with("+json")))
+    {
+        let shown = if content_type.is_empty() {
+            "none"
+        } else {
+            content_type
+        };
+        return Err(ApiError::UnsupportedMediaType(shown.to_owned()));
+    }
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(max_body)
+        } else {
+            ApiError::BadRequest(format!("could not read the request body: {rejection}"))
+        }
+    })?;
+    let mut deserializer = serde_json::Deserializer::from_slice(&body);
+    let parsed: Result<T, _> = serde_path_to_error::deserialize(&mut deserializer);
+    let err = match parsed {
+        Ok(value) => {
+            deserializer
+                .end()
+                .map_err(|e| ApiError::BadRequest(format!("body is not valid JSON: {e}")))?;
+            return Ok(value);
+        }
+        Err(err) => err,
+    };
+    let inner = err.inner();
+    match inner.classify() {
+        serde_json::error::Category::Data => {
+            let path = err.path().to_string();
+            let message = strip_position(&inner.to_string()).to_owned();
+            if let Some(name) = message
+                .strip_prefix("missing field `")
+                .and_then(|m| m.strip_suffix('`'))
+            {
+                Err(ApiError::Validation(ValidationErrors::one(
+                    jobs::error::join_path(root(&path), name),
+                    "is required",
+                )))
+            } else {
+                let field = if root(&path).is_empty() {
+                    "body"
+                } else {
+                    root(&path)
+                };
+                Err(ApiError::Validation(ValidationErrors::one(field, message)))
+            }
+        }
+        _ => Err(ApiError::BadRequest(format!(
+            "body is not valid JSON: {inner}"
+        ))),
+    }
+}
+
+fn root(path: &str) -> &str {
+    if path == "." { "" } else { path }
+}
+
+/// serde_json appends " at line L column C"; a field path says more.
+fn strip_position(message: &str) -> &str {
+    message
+        .rfind(" at line ")
+        .map_or(message, |i| &message[..i])
+}
+
+fn idempotency_key(
+    headers: &HeaderMap,
+    body_key: Option<String>,
+) -> Result<Option<String>, ApiError> {
+    let header_key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| {
+                    ApiError::Validation(ValidationErrors::one(
+                        "Idempotency-Key",
+                        "must be visible ASCII",
+                    ))
+                })?
+                .to_owned(),
+        ),
+    };
+    let key = match (header_key, body_key) {
+        (Some(h), Some(b)) if h != b => {
+            return Err(ApiError::Validation(ValidationErrors::one(
+                "idempotency_key",
+                "differs from the Idempotency-Key header",
+            )));
+        }
+        (Some(h), _) => Some(h),
+        (None, b) => b,
+    };
+    if let Some(key) = &key
+        && (key.is_empty() || key.len() > MAX_KEY_LEN || key.chars().any(char::is_control))
+    {
+        return Err(ApiError::Validation(ValidationErrors::one(
+            "idempotency_key",
+            format!("must be 1 to {MAX_KEY_LEN} characters, without control characters"),
+        )));
+    }
+    Ok(key)
+}
+
+fn traceparent(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get("traceparent")?.to_str().ok()?;
+    let parts: Vec<&str> = value.split('-').collect();
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    (parts.len() == 4
+        && hex(parts[0], 2)
+        && hex(parts[1], 32)
+        && hex(parts[2], 16)
+        && hex(parts[3], 2))
+    .then(|| value.to_owned())
+}
+
+/// Validates a request into a job to record. Every problem is reported at once.
+///
+/// # Errors
+/// Every invalid field.
+pub fn validate(
+    state: &AppState,
+    request: CreateJobRequest,
+    key: Option<String>,
+    traceparent: Option<String>,
+) -> Result<NewJob, ValidationErrors> {
+    let mut errors = ValidationErrors::new();
+    let args = request
+        .args
+        .unwrap_or_else(|| Value::Object(serde_json::Map::new()));
+    let spec = match state.catalog.get(&request.kind) {
+        Ok(spec) => Some(*spec),
+        Err(_) => {
+            errors.add(
+                "kind",
+                format!(
+                    "unknown job kind {:?}; known kinds: {}",
+                    request.kind,
+                    state.catalog.kinds().join(", ")
+                ),
+            );
+            None
+        }
+    };
+    if let Some(spec) = &spec
+        && let Err(e) = spec.validate(&args)
+    {
+        errors.extend(e.prefixed("args"));
+    }
+    if let Some(queue) = &request.queue
+        && !broker::topology::valid_queue_name(queue)
+    {
+        errors.add(
+            "queue",
+            "must be 1 to 64 characters of a-z, 0-9, '_' and '-'",
+        );
+    }
+    let limit = state.settings.max_attempts_limit;
+    if let Some(n) = request.max_attempts
+        && !(1..=limit).contains(&n)
+    {
+        errors.add("max_attempts", format!("must be between 1 and {limit}"));
+    }
+    if let Some(ms) = request.timeout_ms
+        && !(1..=86_400_000).contains(&ms)
+    {
+        errors.add("timeout_ms", "must be between 1 and 86400000 (one day)");
+    }
+    let now = Utc::now();
+    let run_at = match (request.run_at, request.delay_ms) {
+        (Some(_), Some(_)) => {
+            errors.add("delay_ms", "give either run_at or delay_ms, not both");
+            None
+        }
+        (Some(at), None) => {
+            if at - now > chrono::Duration::from_std(MAX_DELAY).unwrap_or(chrono::Duration::MAX) {
+                errors.add("run_at", "must be within a year from now");
+            }
+            // A time in the past means "now": it stays a scheduled job due at once.
+            Some(at)
+        }
+        (None, Some(ms)) => {
+            if Duration::from_millis(ms) > MAX_DELAY {
+                errors.add("delay_ms", "must be at most a year");
+                None
+            } else if ms == 0 {
+                None
+            } else {
+                Some(now + chrono::Duration::milliseconds(i64::try_from(ms).unwrap_or(i64::MAX)))
+            }
+        }
+        (None, None) => None,
+    };
+    errors.into_result()?;
+    let Some(spec) = spec else {
+        return Err(ValidationErrors::one("kind", "unknown"));
+    };
+    Ok(NewJob {
+        id: JobId::new(),
+        kind: request.kind,
+        queue: request
+            .queue
+            .unwrap_or_else(|| spec.options.queue.to_owned()),
+        args,
+        max_attempts: request.max_attempts.unwrap_or(spec.options.max_attempts),
+        run_at,
+        timeout: request.timeout_ms.map(Duration::from_millis),
+        idempotency_key: key,
+        idempotency_ttl: Duration::from_secs(state.settings.idempotency_ttl_secs),
+        traceparent,
+    })
+}
+
+/// `POST /v1/jobs`: validate, record, publish, `202 {id, state}`. A repeated
+/// idempotency key answers `200` with the existing job; with a different body, `409`.
+pub async fn create_job(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let request: CreateJobRequest = parse_json(&headers, body, state.settings.max_body_bytes)?;
+    let key = idempotency_key(&headers, request.idempotency_key.clone())?;
+    let job = validate(&state, request, key, traceparent(&headers))?;
+    let record = match state.store.insert_job(&job).await? {
+        Insert::Existing(record) => {
+            let body = Accepted {
+                id: record.id,
+                state: record.state,
+            };
+            return Ok((StatusCode::OK, Json(body)).into_response());
+        }
+        Insert::Created(record) => record,
+    };
+    if record.state == JobState::Enqueued {
+        publish(&state, &record).await;
+    }
+    let location = format!("/v1/jobs/{}", record.id);
+    let body = Accepted {
+        id: record.id,
+        state: record.state,
+    };
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(body),
+    )
+        .into_response())
+}
+
+/// Publishes a freshly recorded job. A failure is not the client's problem: the row is
+/// the record, and the dispatcher publishes jobs whose publish was never confirmed.
+async fn publish(state: &AppState, record: &JobRecord) {
+    let envelope = Envelope {
+        id: record.id,
+        kind: record.kind.clone(),
+        queue: record.queue.clone(),
+        args: record.args.clone(),
+        enqueued_at: Utc::now(),
+    };
+    match state
+        .publisher
+        .publish(&envelope, record.traceparent.as_deref())
+        .await
+    {
+        Ok(()) => {
+            if let Err(e) = state.store.mark_published(&[record.id]).await {
+                tracing::warn!(job_id = %record.id, error = %e, "could not mark a job published; it may be published twice");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(job_id = %record.id, error = %e, "publish not confirmed; the dispatcher will publish the job");
+        }
+    }
+}
+
+/// `GET /v1/jobs/{id}`.
+pub async fn get_job(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    let id: JobId = id
+        .parse()
+        .map_err(|_| ApiError::Validation(ValidationErrors::one("id", "must be a UUID")))?;
+    let record = state
+        .store
+        .get_job(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no job with id {id}")))?;
+    Ok(Json(record.into()))
+}
+
+/// `GET /healthz`: the process is up.
+pub async fn healthz() -> Json<Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: the database and the broker answer.
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let limit = Duration::from_secs(2);
+    let database = match tokio::time::timeout(limit, state.store.ping()).await {
+        Ok(Ok(())) => "ok".to_owned(),
+        Ok(Err(e)) => format!("unavailable: {}", redact(&e.to_string())),
+        Err(_) => "unavailable: timed out".to_owned(),
+    };
+    let broker = match tokio::time::timeout(limit, state.publisher.ensure_connected()).await {
+        Ok(Ok(())) => "ok".to_owned(),
+        Ok(Err(e)) => format!("unavailable: {e}"),
+        Err(_) => "unavailable: timed out".to_owned(),
+    };
+    let ready = database == "ok" && broker == "ok";
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({
+        "status": if ready { "ready" } else { "unavailable" },
+        "database": database,
+        "broker": broker,
+    });
+    let mut response = (status, Json(body)).into_response();
+    if !ready {
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("1"),
+        );
+    }
+    response
+}
+
+/// Removes anything that looks like URL credentials from a message.
+fn redact(message: &str) -> String {
+    match (message.find("://"), message.find('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***{}", &message[..scheme], &message[at..])
+        }
+        _ => message.to_owned(),
+    }
+}
+
+/// Unknown routes.
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route".into())
+}
+
+/// Known route, wrong method.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}

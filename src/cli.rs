@@ -1,0 +1,207 @@
+//! The command line. Flags override the configuration file and the environment.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::{Value, json};
+
+use crate::telemetry::LogFormat;
+
+/// Durable background jobs for web applications: RabbitMQ carries the work, Postgres
+/// remembers it.
+#[derive(Debug, Parser)]
+#[command(name = "conveyor", version, propagate_version = true)]
+pub struct Cli {
+    /// Configuration file (default: ./conveyor.toml when present).
+    #[arg(long, global = true, env = "CONVEYOR_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log line format.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "pretty",
+        env = "CONVEYOR_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
+    /// Postgres URL (overrides database.url).
+    #[arg(long, global = true, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// RabbitMQ URL (overrides broker.url).
+    #[arg(long, global = true, value_name = "URL")]
+    pub amqp_url: Option<String>,
+    /// Prefix of every exchange and queue (overrides namespace).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub namespace: Option<String>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run every role in one process: intake, workers and dispatcher (the quick start).
+    /// Migrates the database first unless --no-migrate.
+    Run(RunArgs),
+    /// Run the HTTP intake only.
+    Producer(ProducerArgs),
+    /// Run a worker (and, unless --no-dispatcher, a dispatcher).
+    Worker(WorkerArgs),
+    /// Create the database if missing and apply migrations.
+    Migrate,
+}
+
+/// `conveyor run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Do not create or migrate the database at start-up.
+    #[arg(long)]
+    pub no_migrate: bool,
+    #[command(flatten)]
+    /// Intake options.
+    pub producer: ProducerArgs,
+    #[command(flatten)]
+    /// Worker options.
+    pub worker: WorkerOptions,
+}
+
+/// Intake options.
+#[derive(Debug, Args)]
+pub struct ProducerArgs {
+    /// Address to serve the API on (overrides producer.listen).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+}
+
+/// `conveyor worker`.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    /// Worker options.
+    pub worker: WorkerOptions,
+    /// Do not run a dispatcher in this process.
+    #[arg(long)]
+    pub no_dispatcher: bool,
+}
+
+/// Worker options.
+#[derive(Debug, Args)]
+pub struct WorkerOptions {
+    /// Jobs run at once per queue (and the prefetch), for queues given without a number.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=10_000))]
+    pub concurrency: Option<u16>,
+    /// Queues to consume, with their concurrency: `orders=32,emails=8` (a queue without
+    /// `=N` uses --concurrency).
+    #[arg(long, value_name = "QUEUE[=N],…", value_delimiter = ',', value_parser = parse_queue)]
+    pub queues: Option<Vec<(String, u16)>>,
+    /// Seconds in-flight jobs may take to finish on shutdown before they are left for
+    /// redelivery.
+    #[arg(long, value_name = "SECONDS")]
+    pub grace: Option<u64>,
+}
+
+fn parse_queue(text: &str) -> Result<(String, u16), String> {
+    let (name, concurrency) = match text.split_once('=') {
+        Some((name, n)) => {
+            let n: u16 = n.parse().map_err(|_| {
+                format!("concurrency of queue {name:?} must be a number from 1 to 10000, got {n:?}")
+            })?;
+            if !(1..=10_000).contains(&n) {
+                return Err(format!(
+                    "concurrency of queue {name:?} must be from 1 to 10000"
+                ));
+            }
+            (name, n)
+        }
+        None => (text, 0),
+    };
+    if !broker::topology::valid_queue_name(name) {
+        return Err(format!(
+            "queue name {name:?} must be 1 to 64 characters of a-z, 0-9, '_' and '-'"
+        ));
+    }
+    Ok((name.to_owned(), concurrency))
+}
+
+impl Cli {
+    /// The flags that override configuration, as (dotted key, value).
+    pub fn overrides(&self) -> Vec<(&'static str, Value)> {
+        let mut out = Vec::new();
+        if let Some(url) = &self.database_url {
+            out.push(("database.url", json!(url)));
+        }
+        if let Some(url) = &self.amqp_url {
+            out.push(("broker.url", json!(url)));
+        }
+        if let Some(ns) = &self.namespace {
+            out.push(("namespace", json!(ns)));
+        }
+        let (producer, worker) = match &self.command {
+            Command::Run(args) => (Some(&args.producer), Some(&args.worker)),
+            Command::Producer(args) => (Some(args), None),
+            Command::Worker(args) => (None, Some(&args.worker)),
+            Command::Migrate => (None, None),
+        };
+        if let Some(listen) = producer.and_then(|p| p.listen) {
+            out.push(("producer.listen", json!(listen.to_string())));
+        }
+        if let Some(worker) = worker {
+            if let Some(n) = worker.concurrency {
+                out.push(("worker.concurrency", json!(n)));
+            }
+            if let Some(queues) = &worker.queues {
+                let map: BTreeMap<&str, u16> =
+                    queues.iter().map(|(q, n)| (q.as_str(), *n)).collect();
+                out.push(("worker.queues", json!(map)));
+            }
+            if let Some(grace) = worker.grace {
+                out.push(("worker.grace_ms", json!(grace.saturating_mul(1000))));
+            }
+        }
+        if let Command::Worker(args) = &self.command
+            && args.no_dispatcher
+        {
+            out.push(("dispatcher.enabled", json!(false)));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn queues_parse_with_and_without_concurrency() {
+        let cli =
+            Cli::try_parse_from(["conveyor", "worker", "--queues", "orders=32,emails"]).unwrap();
+        let overrides = cli.overrides();
+        let queues = overrides
+            .iter()
+            .find(|(k, _)| *k == "worker.queues")
+            .unwrap();
+        assert_eq!(queues.1, json!({"orders": 32, "emails": 0}));
+    }
+
+    #[test]
+    fn a_bad_queue_spec_names_the_problem() {
+        let err =
+            Cli::try_parse_from(["conveyor", "worker", "--queues", "orders=lots"]).unwrap_err();
+        assert!(
+            err.to_string().contains("concurrency of queue \"orders\""),
+            "{err}"
+        );
+        let err =
+            Cli::try_parse_from(["conveyor", "worker", "--queues", "Bad.Name=2"]).unwrap_err();
+        assert!(err.to_string().contains("queue name"), "{err}");
+    }
+}

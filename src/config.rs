@@ -1,0 +1,261 @@
+//! Settings, layered lowest precedence first: built-in defaults → `conveyor.toml` (or
+//! `--config FILE`) → `CONVEYOR_*` environment (`__` nests: `CONVEYOR_DATABASE__URL`;
+//! `DATABASE_URL` and `AMQP_URL` are honoured below those) → command-line flags.
+//! Unknown keys and bad values stop start-up with a message naming the key.
+
+use std::path::Path;
+
+use broker::BrokerSettings;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use producer::ProducerSettings;
+use serde::{Deserialize, Serialize};
+use store::DatabaseSettings;
+use worker::{DispatcherSettings, WorkerSettings};
+
+/// Everything Conveyor can be configured with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Prefix of every exchange and queue, so tenants and tests share a broker.
+    pub namespace: String,
+    /// Postgres.
+    pub database: DatabaseSettings,
+    /// RabbitMQ.
+    pub broker: BrokerSettings,
+    /// The HTTP intake.
+    pub producer: ProducerSettings,
+    /// The worker pool.
+    pub worker: WorkerSettings,
+    /// Publishing due work.
+    pub dispatcher: DispatcherSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            namespace: "conveyor".to_owned(),
+            database: DatabaseSettings::default(),
+            broker: BrokerSettings::default(),
+            producer: ProducerSettings::default(),
+            worker: WorkerSettings::default(),
+            dispatcher: DispatcherSettings::default(),
+        }
+    }
+}
+
+/// A configuration problem, with the key it concerns.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// Where settings come from besides the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct Sources<'a> {
+    /// An explicit config file (must exist). Without it, `conveyor.toml` is read if
+    /// present.
+    pub file: Option<&'a Path>,
+    /// Command-line overrides as (dotted key, value) pairs, applied last.
+    pub overrides: Vec<(&'static str, serde_json::Value)>,
+}
+
+impl Settings {
+    /// The layered figment (exposed for tests).
+    pub fn figment(sources: &Sources<'_>) -> Result<Figment, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        match sources.file {
+            Some(file) => {
+                if !file.is_file() {
+                    return Err(ConfigError(format!(
+                        "config file {} does not exist or is not a file",
+                        file.display()
+                    )));
+                }
+                figment = figment.merge(Toml::file_exact(file));
+            }
+            None if Path::new("conveyor.toml").is_file() => {
+                figment = figment.merge(Toml::file_exact("conveyor.toml"));
+            }
+            None => {}
+        }
+        figment = figment
+            .merge(
+                Env::raw()
+                    .only(&["DATABASE_URL"])
+                    .map(|_| "database.url".into()),
+            )
+            .merge(Env::raw().only(&["AMQP_URL"]).map(|_| "broker.url".into()))
+            .merge(
+                Env::prefixed("CONVEYOR_")
+                    .split("__")
+                    .ignore(&["config", "log_format"]),
+            );
+        for (key, value) in &sources.overrides {
+            figment = figment.merge(Serialized::default(key, value));
+        }
+        Ok(figment)
+    }
+
+    /// Loads and checks the settings.
+    ///
+    /// # Errors
+    /// A message naming each bad key and why.
+    pub fn load(sources: &Sources<'_>) -> Result<Settings, ConfigError> {
+        let settings: Settings = Self::figment(sources)?.extract().map_err(|e| {
+            let messages: Vec<String> = e
+                .into_iter()
+                .map(|e| {
+                    let key = e.path.join(".");
+                    let origin = e
+                        .metadata
+                        .as_ref()
+                        .map(|m| {
+                            format!(
+                                " (from {})",
+                                m.source
+                                    .as_ref()
+                                    .map_or_else(|| m.name.to_string(), |s| s.to_string())
+                            )
+                        })
+                        .unwrap_or_default();
+                    if key.is_empty() {
+                        format!("configuration: {}{origin}", e.kind)
+                    } else {
+                        format!("configuration key `{key}`: {}{origin}", e.kind)
+                    }
+                })
+                .collect();
+            ConfigError(messages.join("\n"))
+        })?;
+        settings.check()?;
+        Ok(settings)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        if !broker::topology::valid_queue_name(&self.namespace) {
+            problems.push("configuration key `namespace`: must be 1 to 64 characters of a-z, 0-9, '_' and '-'".to_owned());
+        }
+        for queue in self.worker.queues.keys() {
+            if !broker::topology::valid_queue_name(queue) {
+                problems.push(format!("configuration key `worker.queues.{queue}`: a queue name must be 1 to 64 characters of a-z, 0-9, '_' and '-'"));
+            }
+        }
+        if self.database.connect_options().is_err() {
+            problems
+                .push("configuration key `database.url`: not a valid postgres:// URL".to_owned());
+        }
+        if !self.broker.url_is_valid() {
+            problems.push("configuration key `broker.url`: not a valid amqp:// URL".to_owned());
+        }
+        if self.database.max_connections == 0 {
+            problems.push(
+                "configuration key `database.max_connections`: must be at least 1".to_owned(),
+            );
+        }
+        if self.producer.max_body_bytes < 1024 {
+            problems.push(
+                "configuration key `producer.max_body_bytes`: must be at least 1024".to_owned(),
+            );
+        }
+        if self.broker.delivery_limit == 0 {
+            problems
+                .push("configuration key `broker.delivery_limit`: must be at least 1".to_owned());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError(problems.join("\n")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_point_at_localhost() {
+        figment::Jail::expect_with(|_jail| {
+            let settings = Settings::load(&Sources::default()).unwrap();
+            assert_eq!(settings.producer.listen.to_string(), "127.0.0.1:8080");
+            assert_eq!(settings.namespace, "conveyor");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "conveyor.toml",
+                "namespace = \"fromfile\"\n[producer]\nlisten = \"127.0.0.1:9000\"\n",
+            )?;
+            jail.set_env("DATABASE_URL", "postgres://a@localhost/plain");
+            let settings = Settings::load(&Sources::default()).unwrap();
+            assert_eq!(settings.namespace, "fromfile");
+            assert_eq!(settings.producer.listen.port(), 9000);
+            assert!(settings.database.connect_options().is_ok());
+
+            jail.set_env("CONVEYOR_NAMESPACE", "fromenv");
+            jail.set_env("CONVEYOR_DATABASE__URL", "postgres://b@localhost/prefixed");
+            let settings = Settings::load(&Sources::default()).unwrap();
+            assert_eq!(settings.namespace, "fromenv");
+            use secrecy::ExposeSecret;
+            assert!(settings.database.url.expose_secret().ends_with("/prefixed"));
+
+            let cli = Sources {
+                file: None,
+                overrides: vec![("namespace", serde_json::json!("fromcli"))],
+            };
+            assert_eq!(Settings::load(&cli).unwrap().namespace, "fromcli");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_bad_value_names_its_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("conveyor.toml", "[producer]\nlisten = \"not an address\"\n")?;
+            let err = Settings::load(&Sources::default()).unwrap_err().to_string();
+            assert!(err.contains("producer.listen"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("conveyor.toml", "[worker]\nconcurency = 4\n")?;
+            let err = Settings::load(&Sources::default()).unwrap_err().to_string();
+            assert!(err.contains("concurency"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_bad_namespace_or_url_is_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("CONVEYOR_NAMESPACE", "Bad Name");
+            jail.set_env("AMQP_URL", "http://nope");
+            let err = Settings::load(&Sources::default()).unwrap_err().to_string();
+            assert!(err.contains("`namespace`"), "{err}");
+            assert!(err.contains("`broker.url`"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_missing_explicit_file_is_an_error() {
+        let sources = Sources {
+            file: Some(Path::new("/nonexistent/conveyor.toml")),
+            overrides: vec![],
+        };
+        assert!(
+            Settings::load(&sources)
+                .unwrap_err()
+                .to_string()
+                .contains("does not exist")
+        );
+    }
+}

@@ -1,0 +1,15 @@
+//! The `conveyor` binary's library half: configuration, the command line, and the wiring
+//! that composes the adapters (`producer`, `worker`, `broker`, `store`) into running
+//! roles. `main.rs` only parses, loads and calls in; the end-to-end tests call the same
+//! functions.
+//!
+//! # Layout
+//! - [`config`]: [`Settings`](config::Settings), layered with figment.
+//! - [`cli`]: the clap command line.
+//! - [`app`]: starting and stopping roles.
+//! - [`telemetry`]: logging.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod telemetry;

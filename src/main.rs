@@ -1,0 +1,67 @@
+//! `conveyor`: parse the command line, load settings, start the roles, wait for a
+//! signal, drain, exit.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use conveyor::app::{self, Roles};
+use conveyor::cli::{Cli, Command};
+use conveyor::config::{Settings, Sources};
+use conveyor::telemetry;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let sources = Sources {
+        file: cli.config.as_deref(),
+        overrides: cli.overrides(),
+    };
+    let settings = Settings::load(&sources)?;
+    let roles = match &cli.command {
+        Command::Migrate => {
+            app::migrate(&settings).await?;
+            tracing::info!("migrations applied");
+            return Ok(());
+        }
+        Command::Run(args) => {
+            if !args.no_migrate {
+                app::migrate(&settings).await?;
+            }
+            Roles::ALL
+        }
+        Command::Producer(_) => Roles {
+            producer: true,
+            worker: false,
+            dispatcher: false,
+        },
+        Command::Worker(_) => Roles {
+            producer: false,
+            worker: true,
+            dispatcher: true,
+        },
+    };
+    let shutdown = CancellationToken::new();
+    let running = app::start(settings, roles, shutdown.clone())
+        .await
+        .context("start-up failed")?;
+    let waiting = running.wait();
+    tokio::pin!(waiting);
+    tokio::select! {
+        result = &mut waiting => return result,
+        () = app::signal() => shutdown.cancel(),
+    }
+    waiting.await
+}

@@ -1,0 +1,54 @@
+//! Errors of the ledger.
+
+/// A ledger operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The idempotency key is taken by a job with different content.
+    #[error("idempotency key {0:?} was used for a different job")]
+    IdempotencyConflict(String),
+    /// The database could not be reached or refused the query.
+    #[error("database error: {0}")]
+    Sqlx(#[from] sqlx::Error),
+    /// A migration failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The operation did not finish in time.
+    #[error("database operation timed out after {0:?}")]
+    Timeout(std::time::Duration),
+    /// A stored value does not decode (e.g. an unknown state name).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+impl Error {
+    /// True when retrying later may succeed (the database is down, busy or slow), as
+    /// opposed to a query that will fail the same way again.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Timeout(_) => true,
+            Error::Sqlx(e) => {
+                matches!(
+                    e,
+                    sqlx::Error::Io(_)
+                        | sqlx::Error::PoolTimedOut
+                        | sqlx::Error::PoolClosed
+                        | sqlx::Error::WorkerCrashed
+                        | sqlx::Error::Tls(_)
+                        | sqlx::Error::Protocol(_)
+                ) || e
+                    .as_database_error()
+                    .and_then(|d| d.code())
+                    // 08: connection exception, 53: insufficient resources, 57P: operator
+                    // intervention (shutdown, terminated backend), 40001/40P01: retry.
+                    .is_some_and(|c| {
+                        c.starts_with("08")
+                            || c.starts_with("53")
+                            || c.starts_with("57P")
+                            || c == "40001"
+                            || c == "40P01"
+                    })
+            }
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,779 @@
+//! The ledger: every query Conveyor runs against Postgres. Each state transition is one
+//! statement or one transaction, guarded by the state it expects, so a redelivered
+//! message or a second dispatcher finds nothing to do instead of doing it twice.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use jobs::{JobId, JobState};
+use serde_json::Value;
+use sqlx::postgres::PgRow;
+use sqlx::types::Json;
+use sqlx::{AssertSqlSafe, PgPool, Row};
+use uuid::Uuid;
+
+use crate::error::Error;
+use crate::settings::DatabaseSettings;
+
+/// Identity of one worker process (one row in `workers`, heartbeating).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct WorkerId(pub Uuid);
+
+impl WorkerId {
+    /// A fresh id.
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+}
+
+impl Default for WorkerId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A job as intake records it.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// Assigned by the producer.
+    pub id: JobId,
+    /// Validated kind.
+    pub kind: String,
+    /// Target queue.
+    pub queue: String,
+    /// Validated arguments.
+    pub args: Value,
+    /// Attempts allowed.
+    pub max_attempts: u32,
+    /// `Some` for a job that waits (state `scheduled`); `None` runs now (`enqueued`).
+    pub run_at: Option<DateTime<Utc>>,
+    /// Per-job timeout override.
+    pub timeout: Option<Duration>,
+    /// Client-chosen dedupe key.
+    pub idempotency_key: Option<String>,
+    /// How long the key dedupes.
+    pub idempotency_ttl: Duration,
+    /// W3C trace context of the request that enqueued it.
+    pub traceparent: Option<String>,
+}
+
+/// The result of an insert.
+#[derive(Debug, Clone)]
+pub enum Insert {
+    /// A new job was recorded.
+    Created(JobRecord),
+    /// The idempotency key named an existing job with the same content.
+    Existing(JobRecord),
+}
+
+/// One job as stored.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct JobRecord {
+    /// Id.
+    pub id: JobId,
+    /// Kind.
+    pub kind: String,
+    /// Queue.
+    pub queue: String,
+    /// Arguments.
+    pub args: Value,
+    /// Current state.
+    pub state: JobState,
+    /// Attempts started so far.
+    pub attempt: u32,
+    /// Attempts allowed.
+    pub max_attempts: u32,
+    /// When it runs (for scheduled and retrying jobs) or ran.
+    pub run_at: DateTime<Utc>,
+    /// Per-job timeout, in milliseconds.
+    pub timeout_ms: Option<u32>,
+    /// Idempotency key.
+    pub idempotency_key: Option<String>,
+    /// The handler's result, once completed.
+    pub result: Option<Value>,
+    /// The latest failure.
+    pub last_error: Option<String>,
+    /// Whether cancellation was requested while running.
+    pub cancel_requested: bool,
+    /// Times replayed from the dead letters.
+    pub replay_count: u32,
+    /// Last replay.
+    pub replayed_at: Option<DateTime<Utc>>,
+    /// Who replayed it last.
+    pub replayed_by: Option<String>,
+    /// Trace context of the enqueuing request.
+    pub traceparent: Option<String>,
+    /// Accepted at.
+    pub created_at: DateTime<Utc>,
+    /// Last transition.
+    pub updated_at: DateTime<Utc>,
+    /// Last attempt started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// Reached a final state.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+const JOB_COLUMNS: &str = "id, kind, queue, args, state, attempt, max_attempts, run_at, \
+    timeout_ms, idempotency_key, result, last_error, cancel_requested, replay_count, \
+    replayed_at, replayed_by, traceparent, created_at, updated_at, started_at, finished_at";
+
+fn state_of(row: &PgRow, column: &str) -> Result<JobState, Error> {
+    let text: String = row.try_get(column)?;
+    text.parse().map_err(|e| Error::Corrupt(format!("{e}")))
+}
+
+fn u32_of(row: &PgRow, column: &str) -> Result<u32, Error> {
+    let value: i32 = row.try_get(column)?;
+    u32::try_from(value).map_err(|_| Error::Corrupt(format!("{column} is negative")))
+}
+
+impl JobRecord {
+    fn from_row(row: &PgRow) -> Result<Self, Error> {
+        let timeout_ms: Option<i32> = row.try_get("timeout_ms")?;
+        Ok(Self {
+            id: JobId(row.try_get("id")?),
+            kind: row.try_get("kind")?,
+            queue: row.try_get("queue")?,
+            args: row.try_get::<Json<Value>, _>("args")?.0,
+            state: state_of(row, "state")?,
+            attempt: u32_of(row, "attempt")?,
+            max_attempts: u32_of(row, "max_attempts")?,
+            run_at: row.try_get("run_at")?,
+            timeout_ms: timeout_ms.and_then(|t| u32::try_from(t).ok()),
+            idempotency_key: row.try_get("idempotency_key")?,
+            result: row
+                .try_get::<Option<Json<Value>>, _>("result")?
+                .map(|j| j.0),
+            last_error: row.try_get("last_error")?,
+            cancel_requested: row.try_get("cancel_requested")?,
+            replay_count: u32_of(row, "replay_count")?,
+            replayed_at: row.try_get("replayed_at")?,
+            replayed_by: row.try_get("replayed_by")?,
+            traceparent: row.try_get("traceparent")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+            started_at: row.try_get("started_at")?,
+            finished_at: row.try_get("finished_at")?,
+        })
+    }
+}
+
+/// What a worker's claim found.
+#[derive(Debug, Clone)]
+pub enum Claim {
+    /// The job is now `running` for this worker at this attempt.
+    Claimed(ClaimedJob),
+    /// The job exists but is not waiting to run (already completed, running elsewhere,
+    /// cancelled, …): the delivery is a duplicate and is acked without running.
+    Skip(JobState),
+    /// No job has this id.
+    Missing,
+}
+
+/// A job a worker has claimed.
+#[derive(Debug, Clone)]
+pub struct ClaimedJob {
+    /// Id.
+    pub id: JobId,
+    /// Kind.
+    pub kind: String,
+    /// Queue.
+    pub queue: String,
+    /// Arguments (the row's, which a replay may have corrected).
+    pub args: Value,
+    /// This attempt, 1-based.
+    pub attempt: u32,
+    /// Attempts allowed.
+    pub max_attempts: u32,
+    /// Per-job timeout override.
+    pub timeout: Option<Duration>,
+    /// Accepted at.
+    pub created_at: DateTime<Utc>,
+    /// Claimed at.
+    pub started_at: DateTime<Utc>,
+    /// Trace context of the enqueuing request.
+    pub traceparent: Option<String>,
+}
+
+/// How an attempt ended, as the executor decided.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Succeeded with this result.
+    Completed {
+        /// The handler's output.
+        result: Value,
+    },
+    /// Failed; runs again at `run_at`.
+    Retry {
+        /// Why it failed.
+        error: String,
+        /// When it runs again.
+        run_at: DateTime<Utc>,
+    },
+    /// Will not run again: attempts exhausted, permanent failure or unknown kind.
+    Dead {
+        /// Why it failed.
+        error: String,
+        /// Short machine-readable cause (`attempts_exhausted`, `failed`, `unknown_kind`).
+        reason: &'static str,
+    },
+    /// Not ready; runs again at `run_at` without consuming an attempt.
+    Snooze {
+        /// When it runs again.
+        run_at: DateTime<Utc>,
+    },
+}
+
+/// The record of one finished attempt.
+#[derive(Debug, Clone)]
+pub struct Finish {
+    /// The job.
+    pub id: JobId,
+    /// The attempt the worker claimed.
+    pub attempt: u32,
+    /// The worker that ran it.
+    pub worker: WorkerId,
+    /// When the attempt started.
+    pub started_at: DateTime<Utc>,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+/// A job the dispatcher is about to publish.
+#[derive(Debug, Clone)]
+pub struct DueJob {
+    /// Id.
+    pub id: JobId,
+    /// Kind.
+    pub kind: String,
+    /// Queue.
+    pub queue: String,
+    /// Arguments.
+    pub args: Value,
+    /// Trace context.
+    pub traceparent: Option<String>,
+}
+
+/// The ledger.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: PgPool,
+}
+
+fn clamp_i32(value: u64) -> i32 {
+    i32::try_from(value).unwrap_or(i32::MAX)
+}
+
+impl Store {
+    /// A store over a lazily connecting pool.
+    ///
+    /// # Errors
+    /// When the URL is invalid.
+    pub fn connect(settings: &DatabaseSettings) -> Result<Self, Error> {
+        Ok(Self {
+            pool: settings.pool()?,
+        })
+    }
+
+    /// A store over an existing pool.
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// The pool, for callers that compose their own transactions (tests, handlers'
+    /// adapters).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Applies pending migrations.
+    ///
+    /// # Errors
+    /// When a migration fails or the database is unreachable.
+    pub async fn migrate(&self) -> Result<(), Error> {
+        crate::MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Checks the database answers.
+    ///
+    /// # Errors
+    /// When it does not.
+    pub async fn ping(&self) -> Result<(), Error> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Records a new job. With an idempotency key that is already taken (and not
+    /// expired), returns the existing job when kind, queue, args and max_attempts are
+    /// the same, and [`Error::IdempotencyConflict`] otherwise. Concurrent inserts with
+    /// one key yield one job.
+    ///
+    /// # Errors
+    /// Conflict, or the database failed (nothing was stored).
+    pub async fn insert_job(&self, job: &NewJob) -> Result<Insert, Error> {
+        // Two rounds at most: the second after freeing an expired key.
+        for _ in 0..2 {
+            let state = if job.run_at.is_some() {
+                JobState::Scheduled
+            } else {
+                JobState::Enqueued
+            };
+            let ttl_ms = i64::try_from(job.idempotency_ttl.as_millis()).unwrap_or(i64::MAX);
+            let inserted = sqlx::query(AssertSqlSafe(format!(
+                "INSERT INTO jobs (id, kind, queue, args, state, max_attempts, run_at, timeout_ms, \
+                     idempotency_key, idempotency_expires_at, traceparent) \
+                 VALUES ($1, $2, $3, $4, $5, $6, COALESCE($7, now()), $8, $9, \
+                     CASE WHEN $9::text IS NULL THEN NULL \
+                          ELSE now() + make_interval(secs => $10::bigint / 1000.0) END, $11) \
+                 ON CONFLICT (idempotency_key) DO NOTHING \
+                 RETURNING {JOB_COLUMNS}"
+            )))
+            .bind(job.id.as_uuid())
+            .bind(&job.kind)
+            .bind(&job.queue)
+            .bind(Json(&job.args))
+            .bind(state.as_str())
+            .bind(clamp_i32(u64::from(job.max_attempts)))
+            .bind(job.run_at)
+            .bind(
+                job.timeout
+                    .map(|t| clamp_i32(u64::try_from(t.as_millis()).unwrap_or(u64::MAX))),
+            )
+            .bind(&job.idempotency_key)
+            .bind(ttl_ms)
+            .bind(&job.traceparent)
+            .fetch_optional(&self.pool)
+            .await?;
+            if let Some(row) = inserted {
+                return Ok(Insert::Created(JobRecord::from_row(&row)?));
+            }
+            // The key is taken: by the same request (a client retry), a different one,
+            // or an expired one.
+            let Some(key) = &job.idempotency_key else {
+                return Err(Error::Corrupt("insert without a key conflicted".into()));
+            };
+            let existing = sqlx::query(AssertSqlSafe(format!(
+                "SELECT {JOB_COLUMNS}, idempotency_expires_at < now() AS expired \
+                 FROM jobs WHERE idempotency_key = $1"
+            )))
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+            let Some(row) = existing else { continue };
+            if row.try_get::<Option<bool>, _>("expired")?.unwrap_or(false) {
+                sqlx::query(
+                    "UPDATE jobs SET idempotency_key = NULL \
+                     WHERE idempotency_key = $1 AND idempotency_expires_at < now()",
+                )
+                .bind(key)
+                .execute(&self.pool)
+                .await?;
+                continue;
+            }
+            let record = JobRecord::from_row(&row)?;
+            let same = record.kind == job.kind
+                && record.queue == job.queue
+                && record.args == job.args
+                && record.max_attempts == job.max_attempts;
+            return if same {
+                Ok(Insert::Existing(record))
+            } else {
+                Err(Error::IdempotencyConflict(key.clone()))
+            };
+        }
+        Err(Error::Corrupt(
+            "idempotency key kept changing hands during insert".into(),
+        ))
+    }
+
+    /// One job by id.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn get_job(&self, id: JobId) -> Result<Option<JobRecord>, Error> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"
+        )))
+        .bind(id.as_uuid())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(JobRecord::from_row).transpose()
+    }
+
+    /// Notes that the broker confirmed messages for these enqueued jobs, so the
+    /// dispatcher does not publish them again.
+    ///
+    /// # Errors
+    /// When the database fails (the dispatcher then republishes; the duplicate message
+    /// is skipped by the claim).
+    pub async fn mark_published(&self, ids: &[JobId]) -> Result<(), Error> {
+        let ids: Vec<Uuid> = ids.iter().map(JobId::as_uuid).collect();
+        sqlx::query(
+            "UPDATE jobs SET published_at = now() \
+             WHERE id = ANY($1) AND state = 'enqueued' AND published_at IS NULL",
+        )
+        .bind(&ids)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Claims an enqueued job for `worker`: it becomes `running` at the next attempt.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn claim(&self, id: JobId, worker: WorkerId) -> Result<Claim, Error> {
+        let row = sqlx::query(
+            "UPDATE jobs SET state = 'running', attempt = attempt + 1, worker_id = $2, \
+                 started_at = now(), updated_at = now() \
+             WHERE id = $1 AND state = 'enqueued' \
+             RETURNING id, kind, queue, args, attempt, max_attempts, timeout_ms, created_at, \
+                 started_at, traceparent",
+        )
+        .bind(id.as_uuid())
+        .bind(worker.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = row {
+            let timeout_ms: Option<i32> = row.try_get("timeout_ms")?;
+            return Ok(Claim::Claimed(ClaimedJob {
+                id: JobId(row.try_get("id")?),
+                kind: row.try_get("kind")?,
+                queue: row.try_get("queue")?,
+                args: row.try_get::<Json<Value>, _>("args")?.0,
+                attempt: u32_of(&row, "attempt")?,
+                max_attempts: u32_of(&row, "max_attempts")?,
+                timeout: timeout_ms
+                    .and_then(|t| u64::try_from(t).ok())
+                    .map(Duration::from_millis),
+                created_at: row.try_get("created_at")?,
+                started_at: row.try_get("started_at")?,
+                traceparent: row.try_get("traceparent")?,
+            }));
+        }
+        let state = sqlx::query("SELECT state FROM jobs WHERE id = $1")
+            .bind(id.as_uuid())
+            .fetch_optional(&self.pool)
+            .await?;
+        match state {
+            Some(row) => Ok(Claim::Skip(state_of(&row, "state")?)),
+            None => Ok(Claim::Missing),
+        }
+    }
+
+    /// Records how an attempt ended, in one transaction: the job's new state, the
+    /// attempt row, and for a dead job its dead letter. Returns `false`, changing
+    /// nothing, when the job is no longer this worker's running attempt (the dispatcher
+    /// rescued it, or an operator cancelled it).
+    ///
+    /// # Errors
+    /// When the database fails; nothing was written.
+    pub async fn finish(&self, finish: &Finish) -> Result<bool, Error> {
+        let mut tx = self.pool.begin().await?;
+        let attempt = clamp_i32(u64::from(finish.attempt));
+        // A cancel requested while the job ran turns a retry or snooze into `cancelled`.
+        let (state, result, error, run_at, attempt_outcome) = match &finish.outcome {
+            Outcome::Completed { result } => {
+                ("completed", Some(result.clone()), None, None, "completed")
+            }
+            Outcome::Retry { error, run_at } => (
+                "retrying",
+                None,
+                Some(error.clone()),
+                Some(*run_at),
+                "retry",
+            ),
+            Outcome::Dead { error, .. } => ("dead", None, Some(error.clone()), None, "failed"),
+            Outcome::Snooze { run_at } => ("scheduled", None, None, Some(*run_at), "snoozed"),
+        };
+        let updated = sqlx::query(
+            "UPDATE jobs SET \
+                 state = CASE WHEN cancel_requested AND $2 IN ('retrying', 'scheduled') \
+                              THEN 'cancelled' ELSE $2 END, \
+                 result = COALESCE($3, result), \
+                 last_error = COALESCE($4, last_error), \
+                 run_at = COALESCE($5, run_at), \
+                 attempt = CASE WHEN $2 = 'scheduled' THEN attempt - 1 ELSE attempt END, \
+                 worker_id = NULL, published_at = NULL, updated_at = now(), \
+                 finished_at = CASE WHEN $2 IN ('completed', 'dead') OR \
+                     (cancel_requested AND $2 IN ('retrying', 'scheduled')) THEN now() END \
+             WHERE id = $1 AND state = 'running' AND attempt = $6 AND worker_id = $7 \
+             RETURNING queue, kind, args, state",
+        )
+        .bind(finish.id.as_uuid())
+        .bind(state)
+        .bind(result.map(Json))
+        .bind(&error)
+        .bind(run_at)
+        .bind(attempt)
+        .bind(finish.worker.0)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = updated else {
+            tx.rollback().await?;
+            return Ok(false);
+        };
+        sqlx::query(
+            "INSERT INTO job_attempts (job_id, attempt, worker_id, started_at, outcome, error) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(finish.id.as_uuid())
+        .bind(attempt)
+        .bind(finish.worker.0)
+        .bind(finish.started_at)
+        .bind(attempt_outcome)
+        .bind(&error)
+        .execute(&mut *tx)
+        .await?;
+        if let Outcome::Dead { error, reason } = &finish.outcome {
+            let queue: String = row.try_get("queue")?;
+            let kind: String = row.try_get("kind")?;
+            let args: Json<Value> = row.try_get("args")?;
+            sqlx::query(
+                "INSERT INTO dead_letters (id, job_id, queue, kind, reason, error, payload) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(Uuid::now_v7())
+            .bind(finish.id.as_uuid())
+            .bind(queue)
+            .bind(kind)
+            .bind(*reason)
+            .bind(error)
+            .bind(serde_json::to_vec(&args.0).unwrap_or_default())
+            .execute(&mut *tx)
+            .await?;
+        }
+        if matches!(
+            finish.outcome,
+            Outcome::Retry { .. } | Outcome::Snooze { .. }
+        ) {
+            sqlx::query("SELECT pg_notify('conveyor_due', '')")
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Takes up to `limit` jobs that should be published now and marks them
+    /// `enqueued`, unconfirmed: scheduled or retrying jobs whose `run_at` has come, and
+    /// enqueued jobs whose publish was not confirmed within `unconfirmed_after` (their
+    /// window restarts). The transition commits *before* the caller publishes, so a
+    /// worker that receives the message at once finds the job enqueued; a publish that
+    /// then fails is retried after `unconfirmed_after`. Rows locked by another
+    /// dispatcher are skipped, so concurrent dispatchers never take one job twice.
+    ///
+    /// # Errors
+    /// When the database fails (nothing changed).
+    pub async fn take_due(
+        &self,
+        limit: u32,
+        unconfirmed_after: Duration,
+    ) -> Result<Vec<DueJob>, Error> {
+        let after_ms = i64::try_from(unconfirmed_after.as_millis()).unwrap_or(i64::MAX);
+        let rows = sqlx::query(
+            "WITH due AS (SELECT id FROM jobs \
+                WHERE state IN ('scheduled', 'retrying') AND run_at <= now() \
+                ORDER BY run_at LIMIT $1 FOR UPDATE SKIP LOCKED), \
+             unconfirmed AS (SELECT id FROM jobs \
+                WHERE state = 'enqueued' AND published_at IS NULL \
+                  AND updated_at <= now() - make_interval(secs => $2::bigint / 1000.0) \
+                ORDER BY updated_at LIMIT $1 FOR UPDATE SKIP LOCKED) \
+             UPDATE jobs SET state = 'enqueued', published_at = NULL, updated_at = now() \
+             WHERE id IN (SELECT id FROM due UNION ALL SELECT id FROM unconfirmed) \
+             RETURNING id, kind, queue, args, traceparent",
+        )
+        .bind(i64::from(limit))
+        .bind(after_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(DueJob {
+                    id: JobId(row.try_get("id")?),
+                    kind: row.try_get("kind")?,
+                    queue: row.try_get("queue")?,
+                    args: row.try_get::<Json<Value>, _>("args")?.0,
+                    traceparent: row.try_get("traceparent")?,
+                })
+            })
+            .collect()
+    }
+
+    /// How long until the next scheduled or retrying job is due (`None` when there is
+    /// none), so the dispatcher can sleep exactly that long.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn next_due_in(&self) -> Result<Option<Duration>, Error> {
+        let row = sqlx::query(
+            "SELECT GREATEST(0, EXTRACT(EPOCH FROM (min(run_at) - now())) * 1000)::bigint AS ms \
+             FROM jobs WHERE state IN ('scheduled', 'retrying')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let ms: Option<i64> = row.try_get("ms")?;
+        Ok(ms.map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0))))
+    }
+
+    /// Registers a worker process (or refreshes its heartbeat).
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn heartbeat(&self, worker: WorkerId, name: &str, queues: &str) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO workers (id, name, queues) VALUES ($1, $2, $3) \
+             ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()",
+        )
+        .bind(worker.0)
+        .bind(name)
+        .bind(queues)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Removes a worker that is shutting down cleanly.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn deregister(&self, worker: WorkerId) -> Result<(), Error> {
+        sqlx::query("DELETE FROM workers WHERE id = $1")
+            .bind(worker.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Rescues running jobs whose worker stopped heartbeating for `lost_after` (or is
+    /// gone): each gets a `lost` attempt row and is retried now, or is dead when it has
+    /// no attempts left. Returns how many were rescued.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn rescue_orphans(&self, lost_after: Duration) -> Result<u64, Error> {
+        let after_ms = i64::try_from(lost_after.as_millis()).unwrap_or(i64::MAX);
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "SELECT j.id, j.attempt, j.max_attempts, j.worker_id, j.started_at, j.queue, j.kind, \
+                 j.args FROM jobs j LEFT JOIN workers w ON w.id = j.worker_id \
+             WHERE j.state = 'running' \
+               AND j.started_at <= now() - make_interval(secs => $1::bigint / 1000.0) \
+               AND (w.id IS NULL OR w.heartbeat_at <= now() - make_interval(secs => $1::bigint / 1000.0)) \
+             ORDER BY j.started_at LIMIT 500 FOR UPDATE OF j SKIP LOCKED",
+        )
+        .bind(after_ms)
+        .fetch_all(&mut *tx)
+        .await?;
+        let error = "worker lost: it stopped heartbeating while running this job";
+        for row in &rows {
+            let id: Uuid = row.try_get("id")?;
+            let attempt: i32 = row.try_get("attempt")?;
+            let max_attempts: i32 = row.try_get("max_attempts")?;
+            let dead = attempt >= max_attempts;
+            sqlx::query(
+                "UPDATE jobs SET state = CASE WHEN cancel_requested THEN 'cancelled' \
+                     WHEN $2 THEN 'dead' ELSE 'retrying' END, \
+                     run_at = now(), last_error = $3, worker_id = NULL, published_at = NULL, \
+                     updated_at = now(), \
+                     finished_at = CASE WHEN $2 OR cancel_requested THEN now() END \
+                 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(dead)
+            .bind(error)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO job_attempts (job_id, attempt, worker_id, started_at, outcome, error) \
+                 VALUES ($1, $2, $3, COALESCE($4, now()), 'lost', $5)",
+            )
+            .bind(id)
+            .bind(attempt)
+            .bind(row.try_get::<Option<Uuid>, _>("worker_id")?)
+            .bind(row.try_get::<Option<DateTime<Utc>>, _>("started_at")?)
+            .bind(error)
+            .execute(&mut *tx)
+            .await?;
+            if dead {
+                sqlx::query(
+                    "INSERT INTO dead_letters (id, job_id, queue, kind, reason, error, payload) \
+                     VALUES ($1, $2, $3, $4, 'attempts_exhausted', $5, $6)",
+                )
+                .bind(Uuid::now_v7())
+                .bind(id)
+                .bind(row.try_get::<String, _>("queue")?)
+                .bind(row.try_get::<String, _>("kind")?)
+                .bind(error)
+                .bind(
+                    serde_json::to_vec(&row.try_get::<Json<Value>, _>("args")?.0)
+                        .unwrap_or_default(),
+                )
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        if !rows.is_empty() {
+            sqlx::query("SELECT pg_notify('conveyor_due', '')")
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(rows.len() as u64)
+    }
+
+    /// Archives a message that never became a runnable job (undecodable, unknown kind,
+    /// no such job, or dead-lettered by RabbitMQ). When it names an existing job that is
+    /// not final yet, that job is marked dead too. Idempotent per `message_key`: a
+    /// redelivered dead letter is stored once.
+    ///
+    /// # Errors
+    /// When the database fails (the message stays in the dead-letter queue).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn archive_dead_letter(
+        &self,
+        message_key: Uuid,
+        job_id: Option<JobId>,
+        queue: Option<&str>,
+        kind: Option<&str>,
+        reason: &str,
+        error: &str,
+        payload: &[u8],
+        headers: &Value,
+    ) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await?;
+        // Only a job that exists gets linked (a forged id must not fail the insert).
+        let job = match job_id {
+            Some(id) => sqlx::query(
+                "UPDATE jobs SET state = 'dead', last_error = $2, worker_id = NULL, \
+                     updated_at = now(), finished_at = now() \
+                 WHERE id = $1 AND state NOT IN ('completed', 'dead', 'cancelled') \
+                 RETURNING id",
+            )
+            .bind(id.as_uuid())
+            .bind(error)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|row| row.try_get::<Uuid, _>("id"))
+            .transpose()?,
+            None => None,
+        };
+        sqlx::query(
+            "INSERT INTO dead_letters (id, job_id, queue, kind, reason, error, payload, headers) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(message_key)
+        .bind(job)
+        .bind(queue)
+        .bind(kind)
+        .bind(reason)
+        .bind(error)
+        .bind(payload)
+        .bind(Json(headers))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

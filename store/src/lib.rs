@@ -1,0 +1,21 @@
+//! How jobs are remembered: the Postgres ledger of jobs, attempts, dead letters and
+//! workers, its embedded migrations, and every query Conveyor runs. Queries are checked
+//! at run time (`sqlx::query`), not at compile time, so building needs no database.
+//!
+//! # Layout
+//! - [`settings`]: [`DatabaseSettings`] and connecting.
+//! - [`ledger`]: the [`Store`] and its queries.
+//! - [`error`]: [`Error`], with constraint violations mapped to meaning.
+
+pub mod error;
+pub mod ledger;
+pub mod settings;
+
+pub use error::Error;
+pub use ledger::{
+    Claim, ClaimedJob, DueJob, Finish, Insert, JobRecord, NewJob, Outcome, Store, WorkerId,
+};
+pub use settings::DatabaseSettings;
+
+/// The schema's migrations, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");

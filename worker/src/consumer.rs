@@ -1,0 +1,376 @@
+//! The worker process: one AMQP connection (named, so operators can find it), one
+//! channel per queue with a prefetch equal to that queue's concurrency, one task per
+//! delivery (tracked, so shutdown can wait for it), and a reconnect loop with backoff
+//! and jitter that re-declares the topology and re-subscribes after any loss (a dropped
+//! connection, a server-side consumer cancel).
+//!
+//! Shutdown: stop consuming, let in-flight jobs finish within the grace period, leave
+//! the rest unacked (RabbitMQ redelivers them), close the connection, deregister.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use broker::lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+};
+use broker::lapin::types::FieldTable;
+use broker::lapin::{Channel, Connection, message::Delivery};
+use broker::{BrokerSettings, Topology};
+use futures_util::StreamExt;
+use futures_util::stream::SelectAll;
+use jobs::Registry;
+use store::{Store, WorkerId};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::archive::Archive;
+use crate::executor::{ACK_TIMEOUT, Disposition, Executor};
+use crate::settings::WorkerSettings;
+
+/// A worker process's consuming half.
+pub struct Worker {
+    settings: WorkerSettings,
+    broker: BrokerSettings,
+    topology: Topology,
+    store: Store,
+    registry: Registry,
+    id: WorkerId,
+    name: String,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Source {
+    Work,
+    Dead,
+}
+
+enum SessionEnd {
+    Shutdown,
+    Lost(String),
+}
+
+impl Worker {
+    /// A worker for `registry`'s kinds.
+    pub fn new(
+        settings: WorkerSettings,
+        broker: BrokerSettings,
+        topology: Topology,
+        store: Store,
+        registry: Registry,
+    ) -> Self {
+        let id = WorkerId::new();
+        let short = id.0.simple().to_string();
+        let name = settings.name.clone().unwrap_or_else(|| {
+            format!(
+                "{}-worker-{}",
+                topology.namespace(),
+                &short[short.len() - 8..]
+            )
+        });
+        Self {
+            settings,
+            broker,
+            topology,
+            store,
+            registry,
+            id,
+            name,
+        }
+    }
+
+    /// This worker's id (its row in `workers`, and the holder of the jobs it runs).
+    pub fn id(&self) -> WorkerId {
+        self.id
+    }
+
+    /// The name of its broker connection.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The queues consumed and their concurrency: the configured ones, or else
+    /// `default` plus every queue a registered kind defaults to.
+    pub fn queues(&self) -> Vec<(String, u16)> {
+        let concurrency = self.settings.concurrency.max(1);
+        if !self.settings.queues.is_empty() {
+            return self
+                .settings
+                .queues
+                .iter()
+                .map(|(q, c)| (q.clone(), if *c == 0 { concurrency } else { *c }))
+                .collect();
+        }
+        let mut queues: Vec<String> = vec!["default".to_owned()];
+        for kind in self.registry.catalog().kinds() {
+            if let Ok(spec) = self.registry.catalog().get(kind) {
+                queues.push(spec.options.queue.to_owned());
+            }
+        }
+        queues.sort();
+        queues.dedup();
+        queues.into_iter().map(|q| (q, concurrency)).collect()
+    }
+
+    /// Consumes until `shutdown` fires, then drains and returns.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let abandon = CancellationToken::new();
+        let executor = Executor::new(
+            self.store.clone(),
+            self.registry.clone(),
+            self.id,
+            abandon.clone(),
+        );
+        let archive = Arc::new(Archive::new(
+            self.store.clone(),
+            self.registry.clone(),
+            self.topology.clone(),
+            abandon.clone(),
+        ));
+        let tracker = TaskTracker::new();
+        let queues = self.queues();
+        let queue_list = queues
+            .iter()
+            .map(|(q, c)| format!("{q}={c}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        tracing::info!(worker = %self.name, queues = %queue_list, "worker starting");
+
+        let heartbeat_stop = CancellationToken::new();
+        let heartbeat = tokio::spawn(heartbeat(
+            self.store.clone(),
+            self.id,
+            self.name.clone(),
+            queue_list.clone(),
+            self.settings.heartbeat_interval(),
+            // Keeps beating through the drain: jobs finishing in the grace period are
+            // still held by a live worker.
+            heartbeat_stop.clone(),
+        ));
+
+        let mut delay = Duration::from_millis(100);
+        loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            let started = Instant::now();
+            match self
+                .session(&queues, &executor, &archive, &tracker, &shutdown, &abandon)
+                .await
+            {
+                SessionEnd::Shutdown => break,
+                SessionEnd::Lost(why) => {
+                    if started.elapsed() > Duration::from_secs(30) {
+                        delay = Duration::from_millis(100);
+                    }
+                    let jittered = delay.mul_f64(0.5 + fastrand::f64() / 2.0);
+                    tracing::warn!(worker = %self.name, reason = %why, retry_in = ?jittered, "broker session lost; reconnecting");
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(jittered) => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+        // Jobs from an earlier, lost session may still be finishing.
+        drain(&tracker, self.settings.grace(), &abandon).await;
+        heartbeat_stop.cancel();
+        let _ = heartbeat.await;
+        if let Err(e) = self.store.deregister(self.id).await {
+            tracing::warn!(error = %e, "could not deregister the worker");
+        }
+        tracing::info!(worker = %self.name, "worker stopped");
+    }
+
+    async fn session(
+        &self,
+        queues: &[(String, u16)],
+        executor: &Executor,
+        archive: &Arc<Archive>,
+        tracker: &TaskTracker,
+        shutdown: &CancellationToken,
+        abandon: &CancellationToken,
+    ) -> SessionEnd {
+        let connection = match tokio::select! {
+            () = shutdown.cancelled() => return SessionEnd::Shutdown,
+            c = broker::connect(&self.broker, &self.name) => c,
+        } {
+            Ok(c) => c,
+            Err(e) => return SessionEnd::Lost(e.to_string()),
+        };
+        let (streams, consumers) = match self.subscribe(&connection, queues).await {
+            Ok(s) => s,
+            Err(e) => {
+                close(&connection).await;
+                return SessionEnd::Lost(e.to_string());
+            }
+        };
+        tracing::info!(worker = %self.name, "consuming");
+        let mut streams = streams;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => {
+                    for (channel, tag) in &consumers {
+                        let _ = tokio::time::timeout(ACK_TIMEOUT, channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default())).await;
+                    }
+                    drain(tracker, self.settings.grace(), abandon).await;
+                    close(&connection).await;
+                    return SessionEnd::Shutdown;
+                }
+                next = streams.next() => match next {
+                    None => return SessionEnd::Lost("every consumer ended".into()),
+                    Some((_, Err(e))) => {
+                        close(&connection).await;
+                        return SessionEnd::Lost(e.to_string());
+                    }
+                    Some((Source::Work, Ok(delivery))) => {
+                        let executor = executor.clone();
+                        tracker.spawn(async move {
+                            let disposition = executor.execute(&delivery.data).await;
+                            settle(&delivery, disposition).await;
+                        });
+                    }
+                    Some((Source::Dead, Ok(delivery))) => {
+                        let archive = Arc::clone(archive);
+                        tracker.spawn(async move {
+                            let disposition = archive.record(&delivery).await;
+                            settle(&delivery, disposition).await;
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    async fn subscribe(
+        &self,
+        connection: &Connection,
+        queues: &[(String, u16)],
+    ) -> Result<
+        (
+            SelectAll<
+                futures_util::stream::BoxStream<
+                    'static,
+                    (Source, Result<Delivery, broker::lapin::Error>),
+                >,
+            >,
+            Vec<(Channel, String)>,
+        ),
+        broker::Error,
+    > {
+        let limit = self.broker.connect_timeout();
+        let setup = connection.create_channel().await?;
+        bounded(limit, self.topology.declare_base(&setup)).await?;
+        for (queue, _) in queues {
+            bounded(limit, self.topology.declare_queue(&setup, queue)).await?;
+        }
+        let mut streams = SelectAll::new();
+        let mut consumers = Vec::new();
+        let subscriptions = queues
+            .iter()
+            .map(|(q, c)| (self.topology.queue(q), *c, true))
+            .chain(std::iter::once((self.topology.dead_queue(), 16, false)));
+        for (amqp_queue, prefetch, work) in subscriptions {
+            let channel = connection.create_channel().await?;
+            channel
+                .basic_qos(prefetch, BasicQosOptions::default())
+                .await?;
+            let tag = format!("{}-{}", self.name, amqp_queue);
+            let consumer = channel
+                .basic_consume(
+                    amqp_queue.as_str().into(),
+                    tag.as_str().into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            let source = move || if work { Source::Work } else { Source::Dead };
+            streams.push(consumer.map(move |d| (source(), d)).boxed());
+            consumers.push((channel, tag));
+        }
+        Ok((streams, consumers))
+    }
+}
+
+async fn bounded<T>(
+    limit: Duration,
+    f: impl Future<Output = Result<T, broker::Error>>,
+) -> Result<T, broker::Error> {
+    tokio::time::timeout(limit, f)
+        .await
+        .map_err(|_| broker::Error::Timeout(limit))?
+}
+
+async fn settle(delivery: &Delivery, disposition: Disposition) {
+    let result = match disposition {
+        Disposition::Ack => {
+            tokio::time::timeout(ACK_TIMEOUT, delivery.ack(BasicAckOptions::default())).await
+        }
+        Disposition::Reject => {
+            tokio::time::timeout(
+                ACK_TIMEOUT,
+                delivery.nack(BasicNackOptions {
+                    requeue: false,
+                    ..BasicNackOptions::default()
+                }),
+            )
+            .await
+        }
+        Disposition::Abandon => return,
+    };
+    match result {
+        Ok(Ok(_)) => {}
+        // The channel died after the outcome was committed: the redelivery finds the
+        // job final and is acked without running.
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "could not settle a delivery; it will be redelivered")
+        }
+        Err(_) => tracing::warn!("settling a delivery timed out; it will be redelivered"),
+    }
+}
+
+async fn drain(tracker: &TaskTracker, grace: Duration, abandon: &CancellationToken) {
+    tracker.close();
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        tracing::warn!(grace = ?grace, in_flight = tracker.len(), "grace period over; leaving in-flight deliveries unacked");
+        abandon.cancel();
+        let _ = tokio::time::timeout(ACK_TIMEOUT, tracker.wait()).await;
+    }
+    tracker.reopen();
+}
+
+async fn close(connection: &Connection) {
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        connection.close(200, "worker stopping".into()),
+    )
+    .await;
+}
+
+async fn heartbeat(
+    store: Store,
+    id: WorkerId,
+    name: String,
+    queues: String,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        if let Err(e) = store.heartbeat(id, &name, &queues).await {
+            tracing::warn!(error = %e, "heartbeat failed");
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! The executor's decision table: a handler's verdict, the attempt count and the kind's
+//! retry policy in; the ledger outcome out. Pure, so every row is unit-tested.
+//!
+//! | verdict | outcome |
+//! |---|---|
+//! | `Ok(result)` | completed with result |
+//! | `Retry`, timeout or panic, attempts left | retrying at now + backoff |
+//! | `Retry`, timeout or panic, attempts exhausted | dead (`attempts_exhausted`) |
+//! | `Fail` | dead (`failed`) |
+//! | `Snooze(d)` | scheduled at now + d, attempt not consumed |
+//! | unknown kind | dead (`unknown_kind`) |
+
+use chrono::{DateTime, Utc};
+use jobs::{JobError, RetryPolicy};
+use serde_json::Value;
+use store::Outcome;
+
+/// How one run of a handler ended, as seen from outside the handler.
+#[derive(Debug)]
+pub enum RunResult {
+    /// The handler returned.
+    Returned(Result<Value, JobError>),
+    /// The handler ran past its timeout.
+    TimedOut(std::time::Duration),
+    /// The handler panicked; the message, when it was a string.
+    Panicked(String),
+    /// No handler is registered for the kind.
+    UnknownKind(String),
+}
+
+/// Decides the ledger outcome of attempt `attempt` of `max_attempts`.
+pub fn decide(
+    run: RunResult,
+    attempt: u32,
+    max_attempts: u32,
+    policy: &RetryPolicy,
+    now: DateTime<Utc>,
+    jitter: f64,
+) -> Outcome {
+    let retry = |error: String| {
+        if attempt >= max_attempts {
+            Outcome::Dead {
+                error: format!("{error} (attempt {attempt} of {max_attempts}; no attempts left)"),
+                reason: "attempts_exhausted",
+            }
+        } else {
+            let delay = policy.delay_with(attempt, jitter);
+            Outcome::Retry {
+                error,
+                run_at: now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX),
+            }
+        }
+    };
+    match run {
+        RunResult::Returned(Ok(result)) => Outcome::Completed { result },
+        RunResult::Returned(Err(JobError::Retry(e))) => retry(error_chain(&*e)),
+        RunResult::Returned(Err(JobError::Fail(e))) => Outcome::Dead {
+            error: error_chain(&*e),
+            reason: "failed",
+        },
+        RunResult::Returned(Err(JobError::Snooze { after })) => Outcome::Snooze {
+            run_at: now + chrono::Duration::from_std(after).unwrap_or(chrono::Duration::MAX),
+        },
+        RunResult::TimedOut(limit) => retry(format!("timed out after {}", human(limit))),
+        RunResult::Panicked(message) => retry(format!("panicked: {message}")),
+        RunResult::UnknownKind(kind) => Outcome::Dead {
+            error: format!("unknown job kind {kind:?}: no handler is registered for it"),
+            reason: "unknown_kind",
+        },
+    }
+}
+
+/// An error and its sources, `outer: inner: root`.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        let inner_text = inner.to_string();
+        if !text.ends_with(&inner_text) {
+            text.push_str(": ");
+            text.push_str(&inner_text);
+        }
+        source = inner.source();
+    }
+    text
+}
+
+fn human(d: std::time::Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
+            base: Duration::from_secs(1),
+            cap: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn ok_completes_with_the_result() {
+        let out = decide(
+            RunResult::Returned(Ok(Value::from(7))),
+            1,
+            3,
+            &policy(),
+            Utc::now(),
+            0.5,
+        );
+        assert_eq!(
+            out,
+            Outcome::Completed {
+                result: Value::from(7)
+            }
+        );
+    }
+
+    #[test]
+    fn retry_with_attempts_left_backs_off_and_grows() {
+        let now = Utc::now();
+        let first = decide(
+            RunResult::Returned(Err(JobError::retry("smtp 451"))),
+            1,
+            5,
+            &policy(),
+            now,
+            1.0,
+        );
+        let second = decide(
+            RunResult::Returned(Err(JobError::retry("smtp 451"))),
+            2,
+            5,
+            &policy(),
+            now,
+            1.0,
+        );
+        let (Outcome::Retry { run_at: a, error }, Outcome::Retry { run_at: b, .. }) =
+            (first, second)
+        else {
+            panic!("expected retries");
+        };
+        assert_eq!(error, "smtp 451");
+        assert_eq!(a - now, chrono::Duration::seconds(1));
+        assert_eq!(b - now, chrono::Duration::seconds(2));
+    }
+
+    #[test]
+    fn retry_on_the_last_attempt_is_dead() {
+        let out = decide(
+            RunResult::Returned(Err(JobError::retry("boom"))),
+            3,
+            3,
+            &policy(),
+            Utc::now(),
+            0.0,
+        );
+        let Outcome::Dead { reason, error } = out else {
+            panic!("{out:?}")
+        };
+        assert_eq!(reason, "attempts_exhausted");
+        assert!(error.starts_with("boom"));
+    }
+
+    #[test]
+    fn fail_is_dead_at_once() {
+        let out = decide(
+            RunResult::Returned(Err(JobError::fail("550 no such user"))),
+            1,
+            5,
+            &policy(),
+            Utc::now(),
+            0.0,
+        );
+        assert_eq!(
+            out,
+            Outcome::Dead {
+                error: "550 no such user".into(),
+                reason: "failed"
+            }
+        );
+    }
+
+    #[test]
+    fn snooze_schedules_without_judging_attempts() {
+        let now = Utc::now();
+        let out = decide(
+            RunResult::Returned(Err(JobError::snooze(Duration::from_secs(9)))),
+            5,
+            5,
+            &policy(),
+            now,
+            0.0,
+        );
+        assert_eq!(
+            out,
+            Outcome::Snooze {
+                run_at: now + chrono::Duration::seconds(9)
+            }
+        );
+    }
+
+    #[test]
+    fn timeout_and_panic_are_failed_attempts_with_clear_errors() {
+        let now = Utc::now();
+        let Outcome::Retry { error, .. } = decide(
+            RunResult::TimedOut(Duration::from_secs(30)),
+            1,
+            2,
+            &policy(),
+            now,
+            0.0,
+        ) else {
+            panic!()
+        };
+        assert_eq!(error, "timed out after 30s");
+        let Outcome::Retry { error, .. } = decide(
+            RunResult::Panicked("index out of bounds".into()),
+            1,
+            2,
+            &policy(),
+            now,
+            0.0,
+        ) else {
+            panic!()
+        };
+        assert_eq!(error, "panicked: index out of bounds");
+        let Outcome::Dead { reason, .. } = decide(
+            RunResult::TimedOut(Duration::from_millis(1500)),
+            2,
+            2,
+            &policy(),
+            now,
+            0.0,
+        ) else {
+            panic!()
+        };
+        assert_eq!(reason, "attempts_exhausted");
+    }
+
+    #[test]
+    fn unknown_kind_is_dead() {
+        let out = decide(
+            RunResult::UnknownKind("mystery".into()),
+            1,
+            5,
+            &policy(),
+            Utc::now(),
+            0.0,
+        );
+        assert!(matches!(
+            out,
+            Outcome::Dead {
+                reason: "unknown_kind",
+                ..
+            }
+        ));
+    }
+}

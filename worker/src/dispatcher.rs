@@ -1,0 +1,205 @@
+//! The dispatcher publishes what is due: scheduled jobs whose `run_at` came, retries
+//! whose backoff elapsed, jobs a handler enqueued in its transaction, and enqueued jobs
+//! whose publish was never confirmed (the producer crashed or the broker was down at
+//! intake). It also rescues running jobs whose worker stopped heartbeating.
+//!
+//! Each round takes due rows with `FOR UPDATE SKIP LOCKED` and commits them `enqueued`
+//! (unconfirmed) before publishing, then marks the confirmed ones, so any number of
+//! dispatchers can run at once without publishing a job twice, and a worker that gets
+//! the message immediately finds the job ready to claim. It wakes on
+//! `NOTIFY conveyor_due` (sent by transactions that make work due now), at the next
+//! `run_at`, or every poll interval, whichever comes first.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use broker::Publisher;
+use futures_util::future::join_all;
+use jobs::Envelope;
+use sqlx::postgres::PgListener;
+use store::Store;
+use tokio_util::sync::CancellationToken;
+
+use crate::settings::DispatcherSettings;
+
+/// The Postgres channel that wakes dispatchers.
+pub const DUE_CHANNEL: &str = "conveyor_due";
+
+/// Publishes due work.
+pub struct Dispatcher {
+    settings: DispatcherSettings,
+    lost_after: Duration,
+    store: Store,
+    publisher: Arc<Publisher>,
+}
+
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Dispatcher {
+    /// A dispatcher that rescues jobs whose worker was silent for `lost_after`.
+    pub fn new(
+        settings: DispatcherSettings,
+        lost_after: Duration,
+        store: Store,
+        publisher: Arc<Publisher>,
+    ) -> Self {
+        Self {
+            settings,
+            lost_after,
+            store,
+            publisher,
+        }
+    }
+
+    /// Runs one round: publishes up to a batch of due jobs. Returns how many were taken.
+    ///
+    /// # Errors
+    /// When the database fails (nothing is lost: the jobs stay due).
+    pub async fn publish_due(&self) -> Result<usize, store::Error> {
+        let due = self
+            .store
+            .take_due(
+                self.settings.batch_size.max(1),
+                Duration::from_millis(self.settings.unconfirmed_after_ms),
+            )
+            .await?;
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let now = chrono::Utc::now();
+        let publishes = due.iter().map(|job| {
+            let envelope = Envelope {
+                id: job.id,
+                kind: job.kind.clone(),
+                queue: job.queue.clone(),
+                args: job.args.clone(),
+                enqueued_at: now,
+            };
+            let publisher = Arc::clone(&self.publisher);
+            async move {
+                let result = publisher
+                    .publish(&envelope, job.traceparent.as_deref())
+                    .await;
+                (job.id, result)
+            }
+        });
+        let mut published = Vec::with_capacity(due.len());
+        let mut failed = 0usize;
+        for (id, result) in join_all(publishes).await {
+            match result {
+                Ok(()) => published.push(id),
+                Err(e) => {
+                    failed += 1;
+                    tracing::debug!(job_id = %id, error = %e, "publish failed; the job is published again later");
+                }
+            }
+        }
+        if failed > 0 {
+            tracing::warn!(
+                failed,
+                published = published.len(),
+                "some due jobs could not be published; retrying after dispatcher.unconfirmed_after_ms"
+            );
+        }
+        self.store.mark_published(&published).await?;
+        Ok(due.len())
+    }
+
+    /// Runs until `shutdown` fires.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let poll = Duration::from_millis(self.settings.poll_interval_ms.max(10));
+        let rescue_every =
+            (self.lost_after / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
+        let mut last_rescue = Instant::now();
+        let mut listener: Option<PgListener> = None;
+        let mut failures = 0u32;
+        loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            if listener.is_none() {
+                listener = self.listen().await;
+            }
+            let mut full = false;
+            match self.publish_due().await {
+                Ok(n) => {
+                    failures = 0;
+                    full = n >= self.settings.batch_size as usize;
+                    if n > 0 {
+                        tracing::debug!(published = n, "dispatched due jobs");
+                    }
+                }
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(error = %e, "dispatcher round failed");
+                }
+            }
+            if last_rescue.elapsed() >= rescue_every {
+                last_rescue = Instant::now();
+                match self.store.rescue_orphans(self.lost_after).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::warn!(
+                        rescued = n,
+                        "rescued jobs whose worker stopped heartbeating"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "orphan rescue failed"),
+                }
+            }
+            if full {
+                continue;
+            }
+            let mut wait = match self.store.next_due_in().await {
+                Ok(Some(next)) => next.min(poll),
+                _ => poll,
+            };
+            if failures > 0 {
+                wait = poll.max(Duration::from_millis(250 * u64::from(failures.min(20))));
+            }
+            let wait = wait.max(Duration::from_millis(5));
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                woke = wait_for_notify(listener.as_mut(), wait) => {
+                    if !woke {
+                        // The listener broke; make a new one next round.
+                        listener = None;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn listen(&self) -> Option<PgListener> {
+        let attempt = async {
+            let mut listener = PgListener::connect_with(self.store.pool()).await?;
+            listener.listen(DUE_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        match tokio::time::timeout(Duration::from_secs(5), attempt).await {
+            Ok(Ok(listener)) => Some(listener),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "cannot listen for due work; polling");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+}
+
+/// Waits up to `wait` for a notification. `false` when the listener broke.
+async fn wait_for_notify(listener: Option<&mut PgListener>, wait: Duration) -> bool {
+    let Some(listener) = listener else {
+        tokio::time::sleep(wait).await;
+        return true;
+    };
+    match tokio::time::timeout(wait, listener.try_recv()).await {
+        Err(_) => true,
+        Ok(Ok(Some(_))) => true,
+        Ok(Ok(None)) | Ok(Err(_)) => false,
+    }
+}

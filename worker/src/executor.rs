@@ -1,0 +1,206 @@
+//! One delivery, start to ack: decode the envelope, claim the job row, run the kind's
+//! handler in a task of its own under a timeout (a panic is a failed attempt, not a dead
+//! worker), commit the outcome and the attempt row, and only then say "ack".
+
+use std::time::Duration;
+
+use chrono::Utc;
+use jobs::{Envelope, JobMeta, Registry};
+use store::{Claim, ClaimedJob, Finish, Store, WorkerId};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::decide::{RunResult, decide};
+use crate::retry::until_ok;
+
+/// What to tell the broker about a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// The outcome is committed (or there was nothing to do): ack.
+    Ack,
+    /// The message can never run (undecodable, or names no job): reject without
+    /// requeue, so RabbitMQ dead-letters it and the archive records it.
+    Reject,
+    /// Shutting down before the outcome could be committed: leave it unacked; the
+    /// broker redelivers it.
+    Abandon,
+}
+
+/// Runs deliveries for one worker process.
+#[derive(Clone)]
+pub struct Executor {
+    store: Store,
+    registry: Registry,
+    worker: WorkerId,
+    /// Fires when in-flight work must be given up (the shutdown grace is over).
+    abandon: CancellationToken,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor")
+            .field("worker", &self.worker)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Executor {
+    /// An executor for `worker`. When `abandon` fires, running deliveries stop waiting
+    /// and are left unacked.
+    pub fn new(
+        store: Store,
+        registry: Registry,
+        worker: WorkerId,
+        abandon: CancellationToken,
+    ) -> Self {
+        Self {
+            store,
+            registry,
+            worker,
+            abandon,
+        }
+    }
+
+    /// The worker this executor claims jobs for.
+    pub fn worker(&self) -> WorkerId {
+        self.worker
+    }
+
+    /// Runs one delivery's message body to a disposition.
+    pub async fn execute(&self, body: &[u8]) -> Disposition {
+        let envelope = match Envelope::from_bytes(body) {
+            Ok(envelope) => envelope,
+            Err(e) => {
+                tracing::warn!(error = %e, "undecodable message; dead-lettering it");
+                return Disposition::Reject;
+            }
+        };
+        let span = tracing::info_span!(
+            "job",
+            job_id = %envelope.id,
+            kind = %envelope.kind,
+            queue = %envelope.queue,
+            attempt = tracing::field::Empty,
+        );
+        self.execute_envelope(envelope).instrument(span).await
+    }
+
+    async fn execute_envelope(&self, envelope: Envelope) -> Disposition {
+        let claim = until_ok("claiming the job", &self.abandon, || {
+            self.store.claim(envelope.id, self.worker)
+        })
+        .await;
+        let job = match claim {
+            None => return Disposition::Abandon,
+            Some(Err(e)) => {
+                // Not transient (a bug or a corrupt row): leave it for redelivery
+                // rather than guess; the delivery limit ends a loop.
+                tracing::error!(error = %e, "claim failed");
+                return Disposition::Abandon;
+            }
+            Some(Ok(Claim::Claimed(job))) => job,
+            Some(Ok(Claim::Skip(state))) => {
+                tracing::debug!(%state, "duplicate delivery of a job that is not enqueued; skipping");
+                return Disposition::Ack;
+            }
+            Some(Ok(Claim::Missing)) => {
+                tracing::warn!("message names no job; dead-lettering it");
+                return Disposition::Reject;
+            }
+        };
+        tracing::Span::current().record("attempt", job.attempt);
+        let started = std::time::Instant::now();
+        let (run, policy) = self.run(&job).await;
+        let outcome = decide(
+            run,
+            job.attempt,
+            job.max_attempts,
+            &policy,
+            Utc::now(),
+            fastrand::f64(),
+        );
+        tracing::info!(
+            outcome = outcome_name(&outcome),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "attempt finished"
+        );
+        let finish = Finish {
+            id: job.id,
+            attempt: job.attempt,
+            worker: self.worker,
+            started_at: job.started_at,
+            outcome,
+        };
+        match until_ok("recording the outcome", &self.abandon, || {
+            self.store.finish(&finish)
+        })
+        .await
+        {
+            None => Disposition::Abandon,
+            Some(Ok(true)) => Disposition::Ack,
+            Some(Ok(false)) => {
+                tracing::warn!(
+                    "job was taken over (rescued or cancelled) while running; outcome dropped"
+                );
+                Disposition::Ack
+            }
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "recording the outcome failed");
+                Disposition::Abandon
+            }
+        }
+    }
+
+    async fn run(&self, job: &ClaimedJob) -> (RunResult, jobs::RetryPolicy) {
+        let dispatch = match self.registry.dispatch(&job.kind) {
+            Ok(dispatch) => dispatch,
+            Err(unknown) => {
+                return (
+                    RunResult::UnknownKind(unknown.0),
+                    jobs::RetryPolicy::default(),
+                );
+            }
+        };
+        let policy = dispatch.spec.options.retry;
+        let limit = job.timeout.unwrap_or(dispatch.spec.options.timeout);
+        let meta = JobMeta {
+            id: job.id,
+            kind: job.kind.clone(),
+            queue: job.queue.clone(),
+            attempt: job.attempt,
+            max_attempts: job.max_attempts,
+            created_at: job.created_at,
+        };
+        let future = dispatch.run(meta, job.args.clone());
+        let task = tokio::spawn(tokio::time::timeout(limit, future).in_current_span());
+        let result = match task.await {
+            Ok(Ok(returned)) => RunResult::Returned(returned),
+            Ok(Err(_elapsed)) => RunResult::TimedOut(limit),
+            Err(join) if join.is_panic() => RunResult::Panicked(panic_message(join.into_panic())),
+            Err(join) => RunResult::Panicked(format!("handler task ended: {join}")),
+        };
+        (result, policy)
+    }
+}
+
+fn outcome_name(outcome: &store::Outcome) -> &'static str {
+    match outcome {
+        store::Outcome::Completed { .. } => "completed",
+        store::Outcome::Retry { .. } => "retry",
+        store::Outcome::Dead { .. } => "dead",
+        store::Outcome::Snooze { .. } => "snoozed",
+    }
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a non-string panic payload".to_owned()
+    }
+}
+
+/// How long an ack or reject may take before the channel is presumed dead.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,0 +1,28 @@
+//! How a job runs: the worker process consumes its queues, the executor runs one
+//! delivery (claim → handler in its own task under a timeout → commit the outcome →
+//! ack), the dispatcher publishes what is due and rescues what was orphaned, and the
+//! archive moves dead-lettered messages into Postgres.
+//!
+//! # Layout
+//! - [`settings`]: [`WorkerSettings`], [`DispatcherSettings`].
+//! - [`decide`]: the executor's decision table, a pure function.
+//! - [`executor`]: one delivery, start to ack.
+//! - [`consumer`]: the consume loop: connections, reconnects, concurrency, drain.
+//! - [`dispatcher`]: due, retry and unconfirmed publishes; orphan rescue.
+//! - [`archive`]: the dead-letter queue → `dead_letters`.
+//! - [`retry`]: waiting out an unavailable database without losing the delivery.
+//! - [`startup`]: the registry of shipped kinds.
+
+pub mod archive;
+pub mod consumer;
+pub mod decide;
+pub mod dispatcher;
+pub mod executor;
+pub mod retry;
+pub mod settings;
+pub mod startup;
+
+pub use consumer::Worker;
+pub use dispatcher::Dispatcher;
+pub use executor::Executor;
+pub use settings::{DispatcherSettings, WorkerSettings};
