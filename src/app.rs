@@ -99,7 +99,7 @@ pub async fn start(
     roles: Roles,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Running> {
-    let registry = worker::startup::registry()?;
+    let registry = worker::startup::registry(settings.worker.test_kinds)?;
     start_with(settings, roles, registry, shutdown).await
 }
 

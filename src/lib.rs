@@ -4,10 +4,10 @@
 //! functions.
 //!
 //! # Layout
-//! - [`config`]: [`Settings`](config::Settings), layered with figment.
-//! - [`cli`]: the clap command line.
-//! - [`app`]: starting and stopping roles.
-//! - [`telemetry`]: logging.
+//! - [`config`] — [`Settings`](config::Settings), layered with figment.
+//! - [`cli`] — the clap command line.
+//! - [`app`] — starting and stopping roles.
+//! - [`telemetry`] — logging.
 
 pub mod app;
 pub mod cli;

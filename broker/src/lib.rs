@@ -3,10 +3,10 @@
 //! confirmed publisher and the consumer. Nothing here decides what a job means.
 //!
 //! # Layout
-//! - [`settings`]: [`BrokerSettings`] and connecting.
-//! - [`topology`]: names and idempotent declarations.
-//! - [`publisher`]: [`Publisher`], persistent + mandatory + confirmed, bounded.
-//! - [`error`]: [`Error`].
+//! - [`settings`] — [`BrokerSettings`] and connecting.
+//! - [`topology`] — names and idempotent declarations.
+//! - [`publisher`] — [`Publisher`], persistent + mandatory + confirmed, bounded.
+//! - [`error`] — [`Error`].
 
 pub mod error;
 pub mod publisher;

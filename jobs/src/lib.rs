@@ -3,12 +3,12 @@
 //! RabbitMQ, HTTP or SQL; the adapters (`broker`, `store`, `producer`, `worker`) build on it.
 //!
 //! # Layout
-//! - [`model`]: identities and the lifecycle ([`JobId`], [`JobState`], [`Envelope`]).
-//! - [`error`]: the handler's verdict ([`JobError`]) and intake validation errors.
-//! - [`handler`]: [`JobArgs`], [`Handler`], [`Job`], per-kind [`JobOptions`].
-//! - [`registry`]: kind → handler ([`Registry`]) and kind → validator ([`Catalog`]).
-//! - [`backoff`]: exponential backoff with full jitter.
-//! - [`kinds`]: the kinds Conveyor ships.
+//! - [`model`] — identities and the lifecycle ([`JobId`], [`JobState`], [`Envelope`]).
+//! - [`error`] — the handler's verdict ([`JobError`]) and intake validation errors.
+//! - [`handler`] — [`JobArgs`], [`Handler`], [`Job`], per-kind [`JobOptions`].
+//! - [`registry`] — kind → handler ([`Registry`]) and kind → validator ([`Catalog`]).
+//! - [`backoff`] — exponential backoff with full jitter.
+//! - [`kinds`] — the kinds Conveyor ships.
 
 pub mod backoff;
 pub mod error;

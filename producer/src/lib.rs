@@ -4,10 +4,10 @@
 //! nothing.
 //!
 //! # Layout
-//! - [`settings`]: [`ProducerSettings`].
-//! - [`problem`]: [`ApiError`] and its problem+json rendering.
-//! - [`routes`]: the handlers and the request/response types.
-//! - [`app`](fn@app): the router with its middleware; [`serve`] runs it.
+//! - [`settings`] — [`ProducerSettings`].
+//! - [`problem`] — [`ApiError`] and its problem+json rendering.
+//! - [`routes`] — the handlers and the request/response types.
+//! - [`app`](fn@app) — the router with its middleware; [`serve`] runs it.
 
 pub mod problem;
 pub mod routes;

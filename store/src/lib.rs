@@ -3,9 +3,9 @@
 //! at run time (`sqlx::query`), not at compile time, so building needs no database.
 //!
 //! # Layout
-//! - [`settings`]: [`DatabaseSettings`] and connecting.
-//! - [`ledger`]: the [`Store`] and its queries.
-//! - [`error`]: [`Error`], with constraint violations mapped to meaning.
+//! - [`settings`] — [`DatabaseSettings`] and connecting.
+//! - [`ledger`] — the [`Store`] and its queries.
+//! - [`error`] — [`Error`], with constraint violations mapped to meaning.
 
 pub mod error;
 pub mod ledger;

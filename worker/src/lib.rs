@@ -4,14 +4,14 @@
 //! archive moves dead-lettered messages into Postgres.
 //!
 //! # Layout
-//! - [`settings`]: [`WorkerSettings`], [`DispatcherSettings`].
-//! - [`decide`]: the executor's decision table, a pure function.
-//! - [`executor`]: one delivery, start to ack.
-//! - [`consumer`]: the consume loop: connections, reconnects, concurrency, drain.
-//! - [`dispatcher`]: due, retry and unconfirmed publishes; orphan rescue.
-//! - [`archive`]: the dead-letter queue → `dead_letters`.
-//! - [`retry`]: waiting out an unavailable database without losing the delivery.
-//! - [`startup`]: the registry of shipped kinds.
+//! - [`settings`] — [`WorkerSettings`], [`DispatcherSettings`].
+//! - [`decide`] — the executor's decision table, a pure function.
+//! - [`executor`] — one delivery, start to ack.
+//! - [`consumer`] — the consume loop: connections, reconnects, concurrency, drain.
+//! - [`dispatcher`] — due, retry and unconfirmed publishes; orphan rescue.
+//! - [`archive`] — the dead-letter queue → `dead_letters`.
+//! - [`retry`] — waiting out an unavailable database without losing the delivery.
+//! - [`startup`] — the registry of shipped kinds.
 
 pub mod archive;
 pub mod consumer;

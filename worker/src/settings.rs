@@ -23,6 +23,8 @@ pub struct WorkerSettings {
     pub lost_after_ms: u64,
     /// Name shown in logs and in the broker's connection list (default: generated).
     pub name: Option<String>,
+    /// Registers the misbehaving `test.*` kinds (for Conveyor's own tests only).
+    pub test_kinds: bool,
 }
 
 impl Default for WorkerSettings {
@@ -34,6 +36,7 @@ impl Default for WorkerSettings {
             heartbeat_interval_ms: 5_000,
             lost_after_ms: 30_000,
             name: None,
+            test_kinds: false,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! [`catalog`] (and one in the worker's registry wiring).
 
 pub mod noop;
+pub mod testing;
 
 use crate::registry::Catalog;
 

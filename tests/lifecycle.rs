@@ -1,0 +1,189 @@
+//! A job's path through the whole system, on real Postgres and RabbitMQ.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{noop, spawn_app, spawn_app_with};
+use conveyor::app::Roles;
+use serde_json::json;
+
+#[tokio::test]
+async fn a_posted_job_reaches_completed_with_one_attempt_row() {
+    let app = spawn_app().await;
+
+    let id = app.enqueue(noop()).await;
+    let job = app.wait_for_state(&id, "completed").await;
+
+    assert_eq!(job["kind"], "noop");
+    assert_eq!(job["attempt"], 1);
+    assert!(job["finished_at"].is_string());
+    let attempts = app.attempts(&id).await;
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
+    assert_eq!(attempts[0].0, 1);
+    assert_eq!(attempts[0].1, "completed");
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn the_intake_answers_202_with_id_state_and_location() {
+    let app = spawn_app().await;
+
+    let response = app.post_job(&noop()).await;
+
+    assert_eq!(response.status(), 202);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    assert!(response.headers().contains_key("x-request-id"));
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["state"], "enqueued");
+    assert_eq!(
+        location,
+        format!("/v1/jobs/{}", body["id"].as_str().unwrap())
+    );
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn an_unknown_job_id_is_404_and_a_malformed_one_is_422() {
+    let app = spawn_app().await;
+
+    let missing = app
+        .client
+        .get(format!("{}/v1/jobs/{}", app.address, uuid::Uuid::new_v4()))
+        .send()
+        .await
+        .unwrap();
+    let malformed = app
+        .client
+        .get(format!("{}/v1/jobs/not-a-uuid", app.address))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(missing.status(), 404);
+    assert_eq!(
+        missing.headers()["content-type"],
+        "application/problem+json"
+    );
+    assert_eq!(malformed.status(), 422);
+    let body: serde_json::Value = malformed.json().await.unwrap();
+    assert_eq!(body["errors"][0]["field"], "id");
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn health_and_readiness_report_dependencies() {
+    let app = spawn_app().await;
+
+    let health = app
+        .client
+        .get(format!("{}/healthz", app.address))
+        .send()
+        .await
+        .unwrap();
+    let ready = app
+        .client
+        .get(format!("{}/readyz", app.address))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(health.status(), 200);
+    assert_eq!(ready.status(), 200);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["database"], "ok");
+    assert_eq!(body["broker"], "ok");
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn a_delivery_of_an_already_completed_job_does_not_run_it_again() {
+    // One job at a time on the queue, so deliveries are handled in order.
+    let app = spawn_app_with(
+        |s| {
+            s.worker.queues.insert("default".into(), 1);
+        },
+        Roles::ALL,
+    )
+    .await;
+    let id = app.enqueue(noop()).await;
+    app.wait_for_state(&id, "completed").await;
+    let before = app.get_job(&id).await;
+
+    // The same job's message delivered again, then a sentinel behind it.
+    let envelope = json!({"id": id, "kind": "noop", "queue": "default", "args": {}, "enqueued_at": "2026-01-01T00:00:00Z"});
+    app.publish_raw("default", envelope.to_string().as_bytes())
+        .await;
+    let sentinel = app.enqueue(noop()).await;
+    app.wait_for_state(&sentinel, "completed").await;
+
+    let after = app.get_job(&id).await;
+    assert_eq!(
+        app.attempts(&id).await.len(),
+        1,
+        "the duplicate delivery ran the job again"
+    );
+    assert_eq!(after["attempt"], 1);
+    assert_eq!(after["finished_at"], before["finished_at"]);
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn shutdown_with_jobs_in_flight_finishes_them_and_loses_none() {
+    let mut app = spawn_app().await;
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        ids.push(
+            app.enqueue(json!({"kind": "test.sleep", "args": {"ms": 700}}))
+                .await,
+        );
+    }
+    app.wait_for_count(
+        "SELECT count(*) FROM jobs WHERE state = 'running'",
+        6,
+        Duration::from_secs(20),
+    )
+    .await;
+
+    app.shutdown().await.expect("clean shutdown");
+
+    for id in &ids {
+        assert_eq!(
+            app.state_of(id).await,
+            "completed",
+            "job {id} was lost in shutdown"
+        );
+        assert_eq!(app.attempts(id).await.len(), 1);
+    }
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn a_job_accepted_while_no_worker_runs_completes_when_one_starts() {
+    // Intake alone: the job is recorded and its message waits in the queue.
+    let mut intake = spawn_app_with(
+        |_| {},
+        Roles {
+            producer: true,
+            worker: false,
+            dispatcher: false,
+        },
+    )
+    .await;
+    let id = intake.enqueue(noop()).await;
+    assert_eq!(intake.queue_depth("default").await, Some(1));
+    intake.shutdown().await.unwrap();
+
+    // A worker on the same database and namespace picks it up.
+    let settings = intake.settings.clone();
+    let worker = common::spawn_app_with(
+        move |s| {
+            s.namespace = settings.namespace.clone();
+            s.database.url = settings.database.url.clone();
+        },
+        Roles::ALL,
+    )
+    .await;
+    worker.wait_for_state(&id, "completed").await;
+    worker.teardown().await;
+}
