@@ -9,6 +9,8 @@ CREATE TABLE jobs (
         CHECK (state IN ('scheduled', 'enqueued', 'running', 'retrying', 'completed', 'dead', 'cancelled')),
     attempt                 integer     NOT NULL DEFAULT 0 CHECK (attempt >= 0),
     max_attempts            integer     NOT NULL CHECK (max_attempts >= 1),
+    -- Attempts granted at intake; a replay grants this many more.
+    attempt_budget          integer     NOT NULL CHECK (attempt_budget >= 1),
     run_at                  timestamptz NOT NULL DEFAULT now(),
     -- Per-job override of the kind's timeout.
     timeout_ms              integer CHECK (timeout_ms > 0),
@@ -48,7 +50,9 @@ CREATE TABLE job_attempts (
     finished_at timestamptz NOT NULL DEFAULT now(),
     outcome     text        NOT NULL
         CHECK (outcome IN ('completed', 'retry', 'failed', 'snoozed', 'lost', 'cancelled')),
-    error       text
+    error       text,
+    -- For a `retry` (or `snoozed`) outcome: when the job was scheduled to run again.
+    retry_at    timestamptz
 );
 CREATE INDEX job_attempts_job ON job_attempts (job_id, id);
 
@@ -69,6 +73,7 @@ CREATE TABLE dead_letters (
 );
 CREATE INDEX dead_letters_open ON dead_letters (created_at) WHERE resolved_at IS NULL;
 CREATE INDEX dead_letters_job ON dead_letters (job_id);
+CREATE INDEX dead_letters_resolved ON dead_letters (resolved_at);
 
 CREATE TABLE workers (
     id           uuid PRIMARY KEY,

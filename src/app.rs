@@ -74,6 +74,16 @@ pub fn topology(settings: &Settings) -> Topology {
     Topology::new(settings.namespace.clone(), settings.broker.delivery_limit)
 }
 
+/// The kinds intake accepts under `settings` (used to validate `dead replay --args`).
+///
+/// # Errors
+/// A registry wiring mistake.
+pub fn catalog(settings: &Settings) -> anyhow::Result<jobs::Catalog> {
+    Ok(worker::startup::registry(settings.worker.test_kinds)?
+        .catalog()
+        .clone())
+}
+
 /// Creates the database if needed and applies migrations.
 ///
 /// # Errors

@@ -52,6 +52,139 @@ pub enum Command {
     Worker(WorkerArgs),
     /// Create the database if missing and apply migrations.
     Migrate,
+    /// List, inspect, replay and purge dead letters.
+    #[command(subcommand)]
+    Dead(DeadCommand),
+    /// Inspect, cancel and retry single jobs.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+}
+
+/// Which dead letters: the filters shared by `list`, `replay` and `purge`.
+#[derive(Debug, Args, Default)]
+pub struct DeadFilterArgs {
+    /// Only this queue.
+    #[arg(long)]
+    pub queue: Option<String>,
+    /// Only this kind.
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Only errors containing this text (case-insensitive).
+    #[arg(long, value_name = "TEXT")]
+    pub error: Option<String>,
+    /// Died at or after: RFC 3339, or an age like 90s, 15m, 2h, 7d.
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Died before: RFC 3339, or an age like 90s, 15m, 2h, 7d.
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// At most this many, newest first.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u32>,
+}
+
+/// What to group dead letters by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GroupBy {
+    /// The error with ids and numbers masked.
+    Error,
+}
+
+/// `conveyor dead`.
+#[derive(Debug, Subcommand)]
+pub enum DeadCommand {
+    /// List open dead letters, newest first.
+    List {
+        #[command(flatten)]
+        /// Filters.
+        filter: DeadFilterArgs,
+        /// Count per error fingerprint instead of listing.
+        #[arg(long, value_enum)]
+        group_by: Option<GroupBy>,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one dead letter: args, every attempt with its error and worker.
+    Show {
+        /// Dead-letter id or job id.
+        id: String,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run dead jobs again: same id and history, a fresh attempt budget.
+    Replay {
+        /// Dead-letter or job ids (or use filters, or --all).
+        ids: Vec<String>,
+        #[command(flatten)]
+        /// Filters.
+        filter: DeadFilterArgs,
+        /// Every open dead letter.
+        #[arg(long)]
+        all: bool,
+        /// List what would be replayed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Replay one job with these corrected args (a JSON file), validated like intake.
+        #[arg(long, value_name = "FILE")]
+        args: Option<PathBuf>,
+        /// Replays per second, at most.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        rate: Option<u32>,
+        /// Who is replaying (recorded on the job; default: $USER).
+        #[arg(long, value_name = "NAME")]
+        by: Option<String>,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete dead letters and their dead jobs (asks first unless --yes).
+    Purge {
+        /// Dead-letter or job ids (or use filters, or --all).
+        ids: Vec<String>,
+        #[command(flatten)]
+        /// Filters.
+        filter: DeadFilterArgs,
+        /// Every open dead letter.
+        #[arg(long)]
+        all: bool,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `conveyor jobs`.
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// Show a job and its attempts.
+    Show {
+        /// Job id.
+        id: String,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a job: a waiting one never runs; a running one is not retried.
+    Cancel {
+        /// Job id.
+        id: String,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a retrying, scheduled, dead or cancelled job now.
+    Retry {
+        /// Job id.
+        id: String,
+        /// Who is retrying (recorded on the job; default: $USER).
+        #[arg(long, value_name = "NAME")]
+        by: Option<String>,
+    },
 }
 
 /// `conveyor run`.
@@ -143,7 +276,7 @@ impl Cli {
             Command::Run(args) => (Some(&args.producer), Some(&args.worker)),
             Command::Producer(args) => (Some(args), None),
             Command::Worker(args) => (None, Some(&args.worker)),
-            Command::Migrate => (None, None),
+            Command::Migrate | Command::Dead(_) | Command::Jobs(_) => (None, None),
         };
         if let Some(listen) = producer.and_then(|p| p.listen) {
             out.push(("producer.listen", json!(listen.to_string())));
@@ -190,6 +323,34 @@ mod tests {
             .find(|(k, _)| *k == "worker.queues")
             .unwrap();
         assert_eq!(queues.1, json!({"orders": 32, "emails": 0}));
+    }
+
+    #[test]
+    fn dead_replay_parses_ids_filters_and_rate() {
+        let cli = Cli::try_parse_from([
+            "conveyor",
+            "dead",
+            "replay",
+            "--kind",
+            "noop",
+            "--rate",
+            "50",
+            "--dry-run",
+        ])
+        .unwrap();
+        let Command::Dead(DeadCommand::Replay {
+            filter,
+            rate,
+            dry_run,
+            ..
+        }) = cli.command
+        else {
+            panic!("parsed as {:?}", cli.command);
+        };
+        assert_eq!(filter.kind.as_deref(), Some("noop"));
+        assert_eq!(rate, Some(50));
+        assert!(dry_run);
+        assert!(Cli::try_parse_from(["conveyor", "dead", "replay", "--rate", "0"]).is_err());
     }
 
     #[test]

@@ -7,9 +7,11 @@
 //! - [`config`] — [`Settings`](config::Settings), layered with figment.
 //! - [`cli`] — the clap command line.
 //! - [`app`] — starting and stopping roles.
+//! - [`ops`] — operator commands: dead letters and jobs.
 //! - [`telemetry`] — logging.
 
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod ops;
 pub mod telemetry;

@@ -8,7 +8,7 @@ use clap::Parser;
 use conveyor::app::{self, Roles};
 use conveyor::cli::{Cli, Command};
 use conveyor::config::{Settings, Sources};
-use conveyor::telemetry;
+use conveyor::{ops, telemetry};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
@@ -30,7 +30,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         overrides: cli.overrides(),
     };
     let settings = Settings::load(&sources)?;
-    let roles = match &cli.command {
+    let roles = match cli.command {
+        Command::Dead(command) => {
+            let store = store::Store::connect(&settings.database)?;
+            return ops::dead(&store, &app::catalog(&settings)?, command).await;
+        }
+        Command::Jobs(command) => {
+            let store = store::Store::connect(&settings.database)?;
+            return ops::jobs(&store, command).await;
+        }
         Command::Migrate => {
             app::migrate(&settings).await?;
             tracing::info!("migrations applied");

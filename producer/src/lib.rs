@@ -77,6 +77,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/v1/jobs", post(routes::create_job))
         .route("/v1/jobs/{id}", get(routes::get_job))
+        .route("/v1/jobs/{id}/cancel", post(routes::cancel_job))
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .fallback(routes::not_found)

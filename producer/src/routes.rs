@@ -433,6 +433,36 @@ pub async fn get_job(
     Ok(Json(record.into()))
 }
 
+/// `POST /v1/jobs/{id}/cancel`: a waiting job never runs (`200`, state `cancelled`); a
+/// running one finishes its attempt and is not retried (`202`, state `running`); a job
+/// already completed, dead or cancelled is `409`.
+pub async fn cancel_job(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id: JobId = id
+        .parse()
+        .map_err(|_| ApiError::Validation(ValidationErrors::one("id", "must be a UUID")))?;
+    let status = match state.store.cancel(id).await? {
+        store::CancelOutcome::Cancelled => StatusCode::OK,
+        store::CancelOutcome::Requested => StatusCode::ACCEPTED,
+        store::CancelOutcome::AlreadyFinal(job_state) => {
+            return Err(ApiError::Conflict(format!(
+                "job {id} is already {job_state}; nothing to cancel"
+            )));
+        }
+        store::CancelOutcome::NotFound => {
+            return Err(ApiError::NotFound(format!("no job with id {id}")));
+        }
+    };
+    let record = state
+        .store
+        .get_job(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no job with id {id}")))?;
+    Ok((status, Json(JobView::from(record))).into_response())
+}
+
 /// `GET /healthz`: the process is up.
 pub async fn healthz() -> Json<Value> {
     Json(serde_json::json!({ "status": "ok" }))

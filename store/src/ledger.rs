@@ -203,12 +203,12 @@ pub enum Outcome {
         /// The handler's output.
         result: Value,
     },
-    /// Failed; runs again at `run_at`.
+    /// Failed; runs again after `delay` (from the moment the outcome commits).
     Retry {
         /// Why it failed.
         error: String,
-        /// When it runs again.
-        run_at: DateTime<Utc>,
+        /// Backoff before the next attempt.
+        delay: Duration,
     },
     /// Will not run again: attempts exhausted, permanent failure or unknown kind.
     Dead {
@@ -217,10 +217,10 @@ pub enum Outcome {
         /// Short machine-readable cause (`attempts_exhausted`, `failed`, `unknown_kind`).
         reason: &'static str,
     },
-    /// Not ready; runs again at `run_at` without consuming an attempt.
+    /// Not ready; runs again after `delay` without consuming an attempt.
     Snooze {
-        /// When it runs again.
-        run_at: DateTime<Utc>,
+        /// How long to wait.
+        delay: Duration,
     },
 }
 
@@ -321,9 +321,9 @@ impl Store {
             };
             let ttl_ms = i64::try_from(job.idempotency_ttl.as_millis()).unwrap_or(i64::MAX);
             let inserted = sqlx::query(AssertSqlSafe(format!(
-                "INSERT INTO jobs (id, kind, queue, args, state, max_attempts, run_at, timeout_ms, \
-                     idempotency_key, idempotency_expires_at, traceparent) \
-                 VALUES ($1, $2, $3, $4, $5, $6, COALESCE($7, now()), $8, $9, \
+                "INSERT INTO jobs (id, kind, queue, args, state, max_attempts, attempt_budget, run_at, \
+                     timeout_ms, idempotency_key, idempotency_expires_at, traceparent) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $6, COALESCE($7, now()), $8, $9, \
                      CASE WHEN $9::text IS NULL THEN NULL \
                           ELSE now() + make_interval(secs => $10::bigint / 1000.0) END, $11) \
                  ON CONFLICT (idempotency_key) DO NOTHING \
@@ -473,27 +473,25 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let attempt = clamp_i32(u64::from(finish.attempt));
         // A cancel requested while the job ran turns a retry or snooze into `cancelled`.
-        let (state, result, error, run_at, attempt_outcome) = match &finish.outcome {
+        let (state, result, error, delay, attempt_outcome) = match &finish.outcome {
             Outcome::Completed { result } => {
                 ("completed", Some(result.clone()), None, None, "completed")
             }
-            Outcome::Retry { error, run_at } => (
-                "retrying",
-                None,
-                Some(error.clone()),
-                Some(*run_at),
-                "retry",
-            ),
+            Outcome::Retry { error, delay } => {
+                ("retrying", None, Some(error.clone()), Some(*delay), "retry")
+            }
             Outcome::Dead { error, .. } => ("dead", None, Some(error.clone()), None, "failed"),
-            Outcome::Snooze { run_at } => ("scheduled", None, None, Some(*run_at), "snoozed"),
+            Outcome::Snooze { delay } => ("scheduled", None, None, Some(*delay), "snoozed"),
         };
+        // Due times are computed by Postgres from the commit's own clock.
+        let delay_ms = delay.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         let updated = sqlx::query(
             "UPDATE jobs SET \
                  state = CASE WHEN cancel_requested AND $2 IN ('retrying', 'scheduled') \
                               THEN 'cancelled' ELSE $2 END, \
                  result = COALESCE($3, result), \
                  last_error = COALESCE($4, last_error), \
-                 run_at = COALESCE($5, run_at), \
+                 run_at = COALESCE(now() + make_interval(secs => $5::bigint / 1000.0), run_at), \
                  attempt = CASE WHEN $2 = 'scheduled' THEN attempt - 1 ELSE attempt END, \
                  worker_id = NULL, published_at = NULL, updated_at = now(), \
                  finished_at = CASE WHEN $2 IN ('completed', 'dead') OR \
@@ -505,7 +503,7 @@ impl Store {
         .bind(state)
         .bind(result.map(Json))
         .bind(&error)
-        .bind(run_at)
+        .bind(delay_ms)
         .bind(attempt)
         .bind(finish.worker.0)
         .fetch_optional(&mut *tx)
@@ -515,8 +513,8 @@ impl Store {
             return Ok(false);
         };
         sqlx::query(
-            "INSERT INTO job_attempts (job_id, attempt, worker_id, started_at, outcome, error) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO job_attempts (job_id, attempt, worker_id, started_at, outcome, error, retry_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7::bigint / 1000.0))",
         )
         .bind(finish.id.as_uuid())
         .bind(attempt)
@@ -524,6 +522,7 @@ impl Store {
         .bind(finish.started_at)
         .bind(attempt_outcome)
         .bind(&error)
+        .bind(delay_ms)
         .execute(&mut *tx)
         .await?;
         if let Outcome::Dead { error, reason } = &finish.outcome {
@@ -759,6 +758,18 @@ impl Store {
             .transpose()?,
             None => None,
         };
+        if job.is_none()
+            && let Some(id) = job_id
+            && sqlx::query("SELECT 1 FROM jobs WHERE id = $1")
+                .bind(id.as_uuid())
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some()
+        {
+            // A stale copy of a job that already finished: nothing is lost, nothing to keep.
+            tx.rollback().await?;
+            return Ok(());
+        }
         sqlx::query(
             "INSERT INTO dead_letters (id, job_id, queue, kind, reason, error, payload, headers) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",

@@ -5,12 +5,18 @@
 //! # Layout
 //! - [`settings`] — [`DatabaseSettings`] and connecting.
 //! - [`ledger`] — the [`Store`] and its queries.
+//! - [`dead`] — dead letters and operator actions (replay, purge, cancel, retry).
 //! - [`error`] — [`Error`], with constraint violations mapped to meaning.
 
+pub mod dead;
 pub mod error;
 pub mod ledger;
 pub mod settings;
 
+pub use dead::{
+    AttemptRecord, CancelOutcome, DeadFilter, DeadLetter, DeadLetterDetail, ErrorGroup,
+    ReplayOutcome, RetryOutcome,
+};
 pub use error::Error;
 pub use ledger::{
     Claim, ClaimedJob, DueJob, Finish, Insert, JobRecord, NewJob, Outcome, Store, WorkerId,

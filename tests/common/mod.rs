@@ -89,14 +89,18 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings), roles: Roles)
         .map(|a| format!("http://{a}"))
         .unwrap_or_default();
     let store = running.store.clone();
-    TestApp {
+    let app = TestApp {
         address,
         settings,
         store,
         client: reqwest::Client::new(),
         shutdown,
         running: Some(running),
+    };
+    if roles.worker {
+        app.wait_until_consuming("default").await;
     }
+    app
 }
 
 impl TestApp {
@@ -264,6 +268,38 @@ impl TestApp {
         result.ok().map(|q| q.message_count())
     }
 
+    /// Waits (bounded) until a worker consumes `queue`, so raw publishes are routed.
+    pub async fn wait_until_consuming(&self, queue: &str) {
+        let connection = self.amqp().await;
+        let name = format!("{}.q.{queue}", self.settings.namespace);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            // A failed passive declare closes the channel: use a fresh one each time.
+            let channel = connection.create_channel().await.expect("channel");
+            let declared = channel
+                .queue_declare(
+                    name.as_str().into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await;
+            if let Ok(queue) = declared
+                && queue.consumer_count() > 0
+            {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no worker consumed {name} within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = connection.close(200, "done".into()).await;
+    }
+
     /// Asks every role to stop and waits for them to drain.
     pub async fn shutdown(&mut self) -> anyhow::Result<()> {
         self.shutdown.cancel();
@@ -304,4 +340,66 @@ impl TestApp {
 
 pub fn noop() -> Value {
     json!({"kind": "noop", "args": {}})
+}
+
+impl TestApp {
+    /// The environment a child `conveyor` process needs to share this test's database,
+    /// namespace and test kinds.
+    pub fn child_env(&self) -> Vec<(String, String)> {
+        vec![
+            (
+                "CONVEYOR_DATABASE__URL".into(),
+                self.settings.database.url.expose_secret().to_owned(),
+            ),
+            ("CONVEYOR_BROKER__URL".into(), amqp_url()),
+            ("CONVEYOR_NAMESPACE".into(), self.settings.namespace.clone()),
+            ("CONVEYOR_WORKER__TEST_KINDS".into(), "true".into()),
+            ("CONVEYOR_LOG_FORMAT".into(), "json".into()),
+        ]
+    }
+
+    /// A `conveyor` child process command for this test's database and namespace.
+    pub fn command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_conveyor"));
+        command
+            .args(args)
+            .env_remove("DATABASE_URL")
+            .env_remove("AMQP_URL")
+            .env_remove("CONVEYOR_CONFIG")
+            .envs(self.child_env())
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        command
+    }
+
+    /// Runs the `conveyor` CLI to completion; returns (exit success, stdout, stderr).
+    pub async fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let output = tokio::time::timeout(Duration::from_secs(120), self.command(args).output())
+            .await
+            .expect("the CLI finishes within 2 minutes")
+            .expect("the CLI runs");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    /// Runs the CLI, asserts success, parses stdout as JSON.
+    pub async fn cli_json(&self, args: &[&str]) -> Value {
+        let (ok, stdout, stderr) = self.cli(args).await;
+        assert!(ok, "conveyor {args:?} failed: {stderr}");
+        serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("conveyor {args:?} printed no JSON ({e}): {stdout}"))
+    }
+
+    /// Posts many jobs with bounded concurrency; returns their ids in order.
+    pub async fn enqueue_many(&self, bodies: Vec<Value>, concurrency: usize) -> Vec<String> {
+        use futures_util::StreamExt;
+        futures_util::stream::iter(bodies)
+            .map(|body| self.enqueue(body))
+            .buffered(concurrency)
+            .collect()
+            .await
+    }
 }

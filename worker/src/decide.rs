@@ -4,13 +4,12 @@
 //! | verdict | outcome |
 //! |---|---|
 //! | `Ok(result)` | completed with result |
-//! | `Retry`, timeout or panic, attempts left | retrying at now + backoff |
+//! | `Retry`, timeout or panic, attempts left | retrying after the backoff |
 //! | `Retry`, timeout or panic, attempts exhausted | dead (`attempts_exhausted`) |
 //! | `Fail` | dead (`failed`) |
-//! | `Snooze(d)` | scheduled at now + d, attempt not consumed |
+//! | `Snooze(d)` | scheduled after d, attempt not consumed |
 //! | unknown kind | dead (`unknown_kind`) |
 
-use chrono::{DateTime, Utc};
 use jobs::{JobError, RetryPolicy};
 use serde_json::Value;
 use store::Outcome;
@@ -34,7 +33,6 @@ pub fn decide(
     attempt: u32,
     max_attempts: u32,
     policy: &RetryPolicy,
-    now: DateTime<Utc>,
     jitter: f64,
 ) -> Outcome {
     let retry = |error: String| {
@@ -44,10 +42,9 @@ pub fn decide(
                 reason: "attempts_exhausted",
             }
         } else {
-            let delay = policy.delay_with(attempt, jitter);
             Outcome::Retry {
                 error,
-                run_at: now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX),
+                delay: policy.delay_with(attempt, jitter),
             }
         }
     };
@@ -58,9 +55,7 @@ pub fn decide(
             error: error_chain(&*e),
             reason: "failed",
         },
-        RunResult::Returned(Err(JobError::Snooze { after })) => Outcome::Snooze {
-            run_at: now + chrono::Duration::from_std(after).unwrap_or(chrono::Duration::MAX),
-        },
+        RunResult::Returned(Err(JobError::Snooze { after })) => Outcome::Snooze { delay: after },
         RunResult::TimedOut(limit) => retry(format!("timed out after {}", human(limit))),
         RunResult::Panicked(message) => retry(format!("panicked: {message}")),
         RunResult::UnknownKind(kind) => Outcome::Dead {
@@ -105,16 +100,13 @@ mod tests {
         }
     }
 
+    fn returned(result: Result<Value, JobError>, attempt: u32, max: u32, jitter: f64) -> Outcome {
+        decide(RunResult::Returned(result), attempt, max, &policy(), jitter)
+    }
+
     #[test]
     fn ok_completes_with_the_result() {
-        let out = decide(
-            RunResult::Returned(Ok(Value::from(7))),
-            1,
-            3,
-            &policy(),
-            Utc::now(),
-            0.5,
-        );
+        let out = returned(Ok(Value::from(7)), 1, 3, 0.5);
         assert_eq!(
             out,
             Outcome::Completed {
@@ -125,43 +117,20 @@ mod tests {
 
     #[test]
     fn retry_with_attempts_left_backs_off_and_grows() {
-        let now = Utc::now();
-        let first = decide(
-            RunResult::Returned(Err(JobError::retry("smtp 451"))),
-            1,
-            5,
-            &policy(),
-            now,
-            1.0,
-        );
-        let second = decide(
-            RunResult::Returned(Err(JobError::retry("smtp 451"))),
-            2,
-            5,
-            &policy(),
-            now,
-            1.0,
-        );
-        let (Outcome::Retry { run_at: a, error }, Outcome::Retry { run_at: b, .. }) =
-            (first, second)
+        let first = returned(Err(JobError::retry("smtp 451")), 1, 5, 1.0);
+        let second = returned(Err(JobError::retry("smtp 451")), 2, 5, 1.0);
+        let (Outcome::Retry { delay: a, error }, Outcome::Retry { delay: b, .. }) = (first, second)
         else {
             panic!("expected retries");
         };
         assert_eq!(error, "smtp 451");
-        assert_eq!(a - now, chrono::Duration::seconds(1));
-        assert_eq!(b - now, chrono::Duration::seconds(2));
+        assert_eq!(a, Duration::from_secs(1));
+        assert_eq!(b, Duration::from_secs(2));
     }
 
     #[test]
     fn retry_on_the_last_attempt_is_dead() {
-        let out = decide(
-            RunResult::Returned(Err(JobError::retry("boom"))),
-            3,
-            3,
-            &policy(),
-            Utc::now(),
-            0.0,
-        );
+        let out = returned(Err(JobError::retry("boom")), 3, 3, 0.0);
         let Outcome::Dead { reason, error } = out else {
             panic!("{out:?}")
         };
@@ -171,14 +140,7 @@ mod tests {
 
     #[test]
     fn fail_is_dead_at_once() {
-        let out = decide(
-            RunResult::Returned(Err(JobError::fail("550 no such user"))),
-            1,
-            5,
-            &policy(),
-            Utc::now(),
-            0.0,
-        );
+        let out = returned(Err(JobError::fail("550 no such user")), 1, 5, 0.0);
         assert_eq!(
             out,
             Outcome::Dead {
@@ -190,35 +152,25 @@ mod tests {
 
     #[test]
     fn snooze_schedules_without_judging_attempts() {
-        let now = Utc::now();
-        let out = decide(
-            RunResult::Returned(Err(JobError::snooze(Duration::from_secs(9)))),
-            5,
-            5,
-            &policy(),
-            now,
-            0.0,
-        );
+        let out = returned(Err(JobError::snooze(Duration::from_secs(9))), 5, 5, 0.0);
         assert_eq!(
             out,
             Outcome::Snooze {
-                run_at: now + chrono::Duration::seconds(9)
+                delay: Duration::from_secs(9)
             }
         );
     }
 
     #[test]
     fn timeout_and_panic_are_failed_attempts_with_clear_errors() {
-        let now = Utc::now();
         let Outcome::Retry { error, .. } = decide(
             RunResult::TimedOut(Duration::from_secs(30)),
             1,
             2,
             &policy(),
-            now,
             0.0,
         ) else {
-            panic!()
+            panic!("a timeout with attempts left retries")
         };
         assert_eq!(error, "timed out after 30s");
         let Outcome::Retry { error, .. } = decide(
@@ -226,10 +178,9 @@ mod tests {
             1,
             2,
             &policy(),
-            now,
             0.0,
         ) else {
-            panic!()
+            panic!("a panic with attempts left retries")
         };
         assert_eq!(error, "panicked: index out of bounds");
         let Outcome::Dead { reason, .. } = decide(
@@ -237,10 +188,9 @@ mod tests {
             2,
             2,
             &policy(),
-            now,
             0.0,
         ) else {
-            panic!()
+            panic!("a timeout on the last attempt is dead")
         };
         assert_eq!(reason, "attempts_exhausted");
     }
@@ -252,7 +202,6 @@ mod tests {
             1,
             5,
             &policy(),
-            Utc::now(),
             0.0,
         );
         assert!(matches!(

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
 use jobs::{Envelope, JobMeta, Registry};
 use store::{Claim, ClaimedJob, Finish, Store, WorkerId};
 use tokio_util::sync::CancellationToken;
@@ -111,14 +110,7 @@ impl Executor {
         tracing::Span::current().record("attempt", job.attempt);
         let started = std::time::Instant::now();
         let (run, policy) = self.run(&job).await;
-        let outcome = decide(
-            run,
-            job.attempt,
-            job.max_attempts,
-            &policy,
-            Utc::now(),
-            fastrand::f64(),
-        );
+        let outcome = decide(run, job.attempt, job.max_attempts, &policy, fastrand::f64());
         tracing::info!(
             outcome = outcome_name(&outcome),
             elapsed_ms = started.elapsed().as_millis() as u64,

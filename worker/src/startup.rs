@@ -18,7 +18,8 @@ pub fn registry(test_kinds: bool) -> Result<Registry, RegistryError> {
             .register(testing::FlakyHandler)?
             .register(testing::FailHandler)?
             .register(testing::PanicHandler)?
-            .register(testing::CrashHandler)?;
+            .register(testing::CrashHandler)?
+            .register(testing::SnoozeHandler::default())?;
     }
     Ok(registry)
 }

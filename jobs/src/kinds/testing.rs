@@ -16,6 +16,9 @@ use crate::handler::{Handler, Job, JobArgs, JobOptions};
 pub struct Sleep {
     /// Milliseconds to sleep.
     pub ms: u64,
+    /// Fail (transiently) after sleeping instead of completing.
+    #[serde(default)]
+    pub fail: bool,
 }
 
 impl JobArgs for Sleep {
@@ -38,6 +41,9 @@ impl Handler for SleepHandler {
 
     async fn handle(&self, job: Job<Sleep>) -> Result<Value, JobError> {
         tokio::time::sleep(Duration::from_millis(job.args.ms)).await;
+        if job.args.fail {
+            return Err(JobError::retry("test.sleep was asked to fail"));
+        }
         Ok(json!({ "slept_ms": job.args.ms }))
     }
 }
@@ -56,8 +62,8 @@ impl JobArgs for Flaky {
     fn options() -> JobOptions {
         JobOptions {
             retry: crate::RetryPolicy {
-                base: Duration::from_millis(100),
-                cap: Duration::from_secs(2),
+                base: Duration::from_millis(200),
+                cap: Duration::from_secs(5),
             },
             ..JobOptions::default()
         }
@@ -158,5 +164,47 @@ impl Handler for CrashHandler {
     async fn handle(&self, _job: Job<Crash>) -> Result<Value, JobError> {
         tracing::error!("test.crash: aborting the worker process");
         std::process::abort()
+    }
+}
+
+/// `test.snooze`: snoozes for `ms` on its first `times` runs, then completes. Runs are
+/// counted in this process, so it is for in-process tests.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Snooze {
+    /// Runs that snooze before one completes.
+    pub times: u32,
+    /// Snooze length.
+    pub ms: u64,
+}
+
+impl JobArgs for Snooze {
+    const KIND: &'static str = "test.snooze";
+}
+
+/// Runs [`Snooze`].
+#[derive(Debug, Default)]
+pub struct SnoozeHandler {
+    runs: std::sync::Mutex<std::collections::HashMap<crate::JobId, u32>>,
+}
+
+impl Handler for SnoozeHandler {
+    type Args = Snooze;
+
+    async fn handle(&self, job: Job<Snooze>) -> Result<Value, JobError> {
+        let run = {
+            // A poisoned lock only means another test thread panicked; the map is fine.
+            let mut runs = self
+                .runs
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let run = runs.entry(job.meta.id).or_insert(0);
+            *run += 1;
+            *run
+        };
+        if run <= job.args.times {
+            return Err(JobError::snooze(Duration::from_millis(job.args.ms)));
+        }
+        Ok(json!({ "runs": run, "attempt": job.meta.attempt }))
     }
 }

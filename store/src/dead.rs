@@ -1,0 +1,499 @@
+//! The dead-letter store and operator actions on jobs: list, group, show, replay,
+//! purge, cancel, retry. Each action is one transaction guarded by the state it expects,
+//! so two operators replaying the same set never run a job twice at once.
+
+use chrono::{DateTime, Utc};
+use jobs::{JobId, JobState};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::types::Json;
+use sqlx::{Postgres, Row, Transaction};
+use uuid::Uuid;
+
+use crate::error::Error;
+use crate::ledger::Store;
+
+/// Which dead letters an operator means. Empty fields match everything.
+#[derive(Debug, Clone, Default)]
+pub struct DeadFilter {
+    /// Exact queue.
+    pub queue: Option<String>,
+    /// Exact kind.
+    pub kind: Option<String>,
+    /// Case-insensitive substring of the error.
+    pub error: Option<String>,
+    /// Died at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Died before.
+    pub until: Option<DateTime<Utc>>,
+    /// At most this many (newest first).
+    pub limit: Option<u32>,
+}
+
+/// One open dead letter.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetter {
+    /// The dead letter's id.
+    pub id: Uuid,
+    /// The job, when it was one.
+    pub job_id: Option<JobId>,
+    /// Queue it died on.
+    pub queue: Option<String>,
+    /// Kind, when known.
+    pub kind: Option<String>,
+    /// Short cause: `attempts_exhausted`, `failed`, `unknown_kind`, `undecodable`,
+    /// `no_such_job`, `delivery_limit`.
+    pub reason: String,
+    /// The error.
+    pub error: Option<String>,
+    /// Attempts the job made.
+    pub attempts: Option<u32>,
+    /// Times the job was replayed before.
+    pub replay_count: Option<u32>,
+    /// When it died.
+    pub died_at: DateTime<Utc>,
+}
+
+/// Dead letters sharing one error fingerprint (the error with ids and numbers masked).
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorGroup {
+    /// The masked error.
+    pub fingerprint: String,
+    /// How many.
+    pub count: i64,
+    /// Kinds involved.
+    pub kinds: Vec<String>,
+    /// Earliest death.
+    pub first: DateTime<Utc>,
+    /// Latest death.
+    pub last: DateTime<Utc>,
+}
+
+/// One attempt of a job.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptRecord {
+    /// Attempt number.
+    pub attempt: i32,
+    /// `completed`, `retry`, `failed`, `snoozed`, `lost`.
+    pub outcome: String,
+    /// The error.
+    pub error: Option<String>,
+    /// Worker that ran it.
+    pub worker_id: Option<Uuid>,
+    /// Started.
+    pub started_at: DateTime<Utc>,
+    /// Finished.
+    pub finished_at: DateTime<Utc>,
+    /// For a retry or snooze: when the job was scheduled to run again.
+    pub retry_at: Option<DateTime<Utc>>,
+}
+
+/// A dead letter with everything an operator needs to understand it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetterDetail {
+    /// The summary.
+    #[serde(flatten)]
+    pub letter: DeadLetter,
+    /// The job's arguments (for a job) or the raw payload as text (lossy).
+    pub payload: Value,
+    /// AMQP headers of a raw message.
+    pub headers: Option<Value>,
+    /// Every attempt, oldest first.
+    pub attempts_history: Vec<AttemptRecord>,
+    /// When replayed or purged.
+    pub resolved_at: Option<DateTime<Utc>>,
+    /// `replayed` or `purged`.
+    pub resolution: Option<String>,
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum ReplayOutcome {
+    /// The job is scheduled to run now with a fresh attempt budget.
+    Replayed {
+        /// The job.
+        job_id: JobId,
+    },
+    /// Nothing was done, and why.
+    Skipped {
+        /// For a person.
+        reason: String,
+    },
+}
+
+/// What a cancel did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// The job will not run.
+    Cancelled,
+    /// The job is running: it finishes its attempt but will not be retried.
+    Requested,
+    /// Nothing to cancel: the job is already in this final state.
+    AlreadyFinal(JobState),
+    /// No such job.
+    NotFound,
+}
+
+/// What `jobs retry` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetryOutcome {
+    /// Due now.
+    Scheduled,
+    /// Not retryable in this state.
+    NotRetryable(JobState),
+    /// No such job.
+    NotFound,
+}
+
+const FILTER: &str = "d.resolved_at IS NULL \
+    AND ($1::text IS NULL OR d.queue = $1) \
+    AND ($2::text IS NULL OR d.kind = $2) \
+    AND ($3::text IS NULL OR d.error ILIKE '%' || $3 || '%') \
+    AND ($4::timestamptz IS NULL OR d.created_at >= $4) \
+    AND ($5::timestamptz IS NULL OR d.created_at < $5)";
+
+/// The error with ids, long numbers, addresses and Conveyor's attempt suffix masked.
+const FINGERPRINT: &str = "regexp_replace(regexp_replace(regexp_replace(regexp_replace( \
+    coalesce(d.error, d.reason), \
+    ' \\(attempt [0-9]+ of [0-9]+; no attempts left\\)', '', 'g'), \
+    '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}', '<id>', 'gi'), \
+    '[^[:space:]<>@]+@[^[:space:]<>@]+', '<email>', 'g'), \
+    '[0-9]{4,}', '<n>', 'g')";
+
+fn letter_of(row: &sqlx::postgres::PgRow) -> Result<DeadLetter, Error> {
+    let attempts: Option<i32> = row.try_get("attempt")?;
+    let replays: Option<i32> = row.try_get("replay_count")?;
+    Ok(DeadLetter {
+        id: row.try_get("id")?,
+        job_id: row.try_get::<Option<Uuid>, _>("job_id")?.map(JobId),
+        queue: row.try_get("queue")?,
+        kind: row.try_get("kind")?,
+        reason: row.try_get("reason")?,
+        error: row.try_get("error")?,
+        attempts: attempts.and_then(|a| u32::try_from(a).ok()),
+        replay_count: replays.and_then(|a| u32::try_from(a).ok()),
+        died_at: row.try_get("created_at")?,
+    })
+}
+
+impl Store {
+    /// Open dead letters matching `filter`, newest first.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn dead_letters(&self, filter: &DeadFilter) -> Result<Vec<DeadLetter>, Error> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT d.id, d.job_id, d.queue, d.kind, d.reason, d.error, d.created_at, \
+                 j.attempt, j.replay_count \
+             FROM dead_letters d LEFT JOIN jobs j ON j.id = d.job_id \
+             WHERE {FILTER} ORDER BY d.created_at DESC, d.id DESC LIMIT $6"
+        )))
+        .bind(&filter.queue)
+        .bind(&filter.kind)
+        .bind(&filter.error)
+        .bind(filter.since)
+        .bind(filter.until)
+        .bind(filter.limit.map_or(i64::MAX, i64::from))
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(letter_of).collect()
+    }
+
+    /// Open dead letters matching `filter`, counted per error fingerprint, largest first.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn dead_letter_groups(&self, filter: &DeadFilter) -> Result<Vec<ErrorGroup>, Error> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {FINGERPRINT} AS fingerprint, count(*) AS n, \
+                 array_agg(DISTINCT coalesce(d.kind, '?')) AS kinds, \
+                 min(d.created_at) AS first, max(d.created_at) AS last \
+             FROM dead_letters d WHERE {FILTER} \
+             GROUP BY 1 ORDER BY n DESC, fingerprint LIMIT $6"
+        )))
+        .bind(&filter.queue)
+        .bind(&filter.kind)
+        .bind(&filter.error)
+        .bind(filter.since)
+        .bind(filter.until)
+        .bind(filter.limit.map_or(i64::MAX, i64::from))
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ErrorGroup {
+                    fingerprint: row.try_get("fingerprint")?,
+                    count: row.try_get("n")?,
+                    kinds: row.try_get("kinds")?,
+                    first: row.try_get("first")?,
+                    last: row.try_get("last")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The newest dead letter with this id, or of the job with this id (open ones first).
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn dead_letter(&self, id: Uuid) -> Result<Option<DeadLetterDetail>, Error> {
+        let row = sqlx::query(
+            "SELECT d.id, d.job_id, d.queue, d.kind, d.reason, d.error, d.created_at, d.payload, \
+                 d.headers, d.resolved_at, d.resolution, j.attempt, j.replay_count, j.args \
+             FROM dead_letters d LEFT JOIN jobs j ON j.id = d.job_id \
+             WHERE d.id = $1 OR d.job_id = $1 \
+             ORDER BY d.resolved_at IS NULL DESC, d.created_at DESC LIMIT 1",
+        )
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let letter = letter_of(&row)?;
+        let args: Option<Json<Value>> = row.try_get("args")?;
+        let payload = match args {
+            Some(args) => args.0,
+            None => {
+                let bytes: Option<Vec<u8>> = row.try_get("payload")?;
+                bytes.map_or(Value::Null, |b| {
+                    serde_json::from_slice(&b)
+                        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&b).into_owned()))
+                })
+            }
+        };
+        let attempts_history = match letter.job_id {
+            Some(job) => self.attempts(job).await?,
+            None => Vec::new(),
+        };
+        Ok(Some(DeadLetterDetail {
+            payload,
+            headers: row
+                .try_get::<Option<Json<Value>>, _>("headers")?
+                .map(|h| h.0),
+            attempts_history,
+            resolved_at: row.try_get("resolved_at")?,
+            resolution: row.try_get("resolution")?,
+            letter,
+        }))
+    }
+
+    /// Every attempt of a job, oldest first.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn attempts(&self, job: JobId) -> Result<Vec<AttemptRecord>, Error> {
+        let rows = sqlx::query(
+            "SELECT attempt, outcome, error, worker_id, started_at, finished_at, retry_at \
+             FROM job_attempts WHERE job_id = $1 ORDER BY id",
+        )
+        .bind(job.as_uuid())
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(AttemptRecord {
+                    attempt: row.try_get("attempt")?,
+                    outcome: row.try_get("outcome")?,
+                    error: row.try_get("error")?,
+                    worker_id: row.try_get("worker_id")?,
+                    started_at: row.try_get("started_at")?,
+                    finished_at: row.try_get("finished_at")?,
+                    retry_at: row.try_get("retry_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Replays one open dead letter (by its id or its job's id): the job keeps its id
+    /// and history, gets a fresh attempt budget, optionally corrected `args` (already
+    /// validated by the caller), and is due now. The dead letter is marked replayed.
+    /// A dead letter being replayed concurrently, already replayed, or whose job is no
+    /// longer dead is skipped.
+    ///
+    /// # Errors
+    /// When the database fails (nothing changed).
+    pub async fn replay(
+        &self,
+        id: Uuid,
+        by: &str,
+        args: Option<&Value>,
+    ) -> Result<ReplayOutcome, Error> {
+        let mut tx = self.pool().begin().await?;
+        let row = sqlx::query(
+            "SELECT id, job_id, reason FROM dead_letters \
+             WHERE (id = $1 OR job_id = $1) AND resolved_at IS NULL \
+             ORDER BY created_at DESC LIMIT 1 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(ReplayOutcome::Skipped {
+                reason: "no open dead letter (already replayed or purged, being replayed, or unknown id)".into(),
+            });
+        };
+        let letter: Uuid = row.try_get("id")?;
+        let Some(job) = row.try_get::<Option<Uuid>, _>("job_id")? else {
+            let reason: String = row.try_get("reason")?;
+            return Ok(ReplayOutcome::Skipped {
+                reason: format!(
+                    "a raw message ({reason}) that never was a job cannot be replayed; enqueue a corrected job and purge it"
+                ),
+            });
+        };
+        let replayed = sqlx::query(
+            "UPDATE jobs SET state = 'scheduled', run_at = now(), \
+                 max_attempts = attempt + attempt_budget, args = COALESCE($3, args), \
+                 replay_count = replay_count + 1, replayed_at = now(), replayed_by = $2, \
+                 result = NULL, finished_at = NULL, cancel_requested = false, \
+                 published_at = NULL, worker_id = NULL, updated_at = now() \
+             WHERE id = $1 AND state = 'dead' RETURNING id",
+        )
+        .bind(job)
+        .bind(by)
+        .bind(args.map(Json))
+        .fetch_optional(&mut *tx)
+        .await?;
+        if replayed.is_none() {
+            let state: Option<String> = sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1")
+                .bind(job)
+                .fetch_optional(&mut *tx)
+                .await?;
+            return Ok(ReplayOutcome::Skipped {
+                reason: format!(
+                    "job {job} is {}, not dead",
+                    state.as_deref().unwrap_or("gone")
+                ),
+            });
+        }
+        resolve(&mut tx, letter, "replayed").await?;
+        notify_due(&mut tx).await?;
+        tx.commit().await?;
+        Ok(ReplayOutcome::Replayed { job_id: JobId(job) })
+    }
+
+    /// Deletes open dead letters (by dead-letter or job id) and their dead jobs with
+    /// their history. Returns how many dead letters were removed.
+    ///
+    /// # Errors
+    /// When the database fails (nothing changed).
+    pub async fn purge(&self, ids: &[Uuid]) -> Result<u64, Error> {
+        let mut tx = self.pool().begin().await?;
+        let rows = sqlx::query(
+            "DELETE FROM dead_letters WHERE (id = ANY($1) OR job_id = ANY($1)) AND resolved_at IS NULL \
+             RETURNING job_id",
+        )
+        .bind(ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        let jobs: Vec<Uuid> = rows
+            .iter()
+            .filter_map(|r| r.try_get::<Option<Uuid>, _>("job_id").ok().flatten())
+            .collect();
+        sqlx::query("DELETE FROM jobs WHERE id = ANY($1) AND state = 'dead'")
+            .bind(&jobs)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(rows.len() as u64)
+    }
+
+    /// Cancels a job: a scheduled, enqueued or retrying job never runs; a running one
+    /// finishes its attempt but is not retried.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn cancel(&self, id: JobId) -> Result<CancelOutcome, Error> {
+        let row = sqlx::query(
+            "UPDATE jobs SET \
+                 state = CASE WHEN state = 'running' THEN 'running' ELSE 'cancelled' END, \
+                 cancel_requested = true, updated_at = now(), \
+                 finished_at = CASE WHEN state = 'running' THEN NULL ELSE now() END \
+             WHERE id = $1 AND state IN ('scheduled', 'enqueued', 'retrying', 'running') \
+             RETURNING state",
+        )
+        .bind(id.as_uuid())
+        .fetch_optional(self.pool())
+        .await?;
+        if let Some(row) = row {
+            let state: String = row.try_get("state")?;
+            return Ok(if state == "running" {
+                CancelOutcome::Requested
+            } else {
+                CancelOutcome::Cancelled
+            });
+        }
+        Ok(match self.get_job(id).await? {
+            Some(job) => CancelOutcome::AlreadyFinal(job.state),
+            None => CancelOutcome::NotFound,
+        })
+    }
+
+    /// Runs a job again now: a retrying or scheduled job becomes due at once; a dead
+    /// job is replayed; a cancelled one gets a fresh attempt budget.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn retry_now(&self, id: JobId, by: &str) -> Result<RetryOutcome, Error> {
+        let Some(job) = self.get_job(id).await? else {
+            return Ok(RetryOutcome::NotFound);
+        };
+        match job.state {
+            JobState::Dead => {
+                match self.replay(id.as_uuid(), by, None).await? {
+                    ReplayOutcome::Replayed { .. } => return Ok(RetryOutcome::Scheduled),
+                    // Dead without an open dead letter (purged letters delete their job,
+                    // so this is a job killed by hand): revive it directly.
+                    ReplayOutcome::Skipped { .. } => {}
+                }
+            }
+            JobState::Retrying | JobState::Scheduled | JobState::Cancelled => {}
+            other => return Ok(RetryOutcome::NotRetryable(other)),
+        }
+        let mut tx = self.pool().begin().await?;
+        let updated = sqlx::query(
+            "UPDATE jobs SET state = 'scheduled', run_at = now(), cancel_requested = false, \
+                 max_attempts = CASE WHEN state IN ('cancelled', 'dead') THEN attempt + attempt_budget \
+                                     ELSE max_attempts END, \
+                 replay_count = replay_count + CASE WHEN state IN ('cancelled', 'dead') THEN 1 ELSE 0 END, \
+                 replayed_at = CASE WHEN state IN ('cancelled', 'dead') THEN now() ELSE replayed_at END, \
+                 replayed_by = CASE WHEN state IN ('cancelled', 'dead') THEN $2 ELSE replayed_by END, \
+                 finished_at = NULL, updated_at = now() \
+             WHERE id = $1 AND state IN ('retrying', 'scheduled', 'cancelled', 'dead') RETURNING id",
+        )
+        .bind(id.as_uuid())
+        .bind(by)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if updated.is_none() {
+            let state = self
+                .get_job(id)
+                .await?
+                .map_or(JobState::Completed, |j| j.state);
+            return Ok(RetryOutcome::NotRetryable(state));
+        }
+        notify_due(&mut tx).await?;
+        tx.commit().await?;
+        Ok(RetryOutcome::Scheduled)
+    }
+}
+
+async fn resolve(
+    tx: &mut Transaction<'static, Postgres>,
+    letter: Uuid,
+    how: &str,
+) -> Result<(), Error> {
+    sqlx::query("UPDATE dead_letters SET resolved_at = now(), resolution = $2 WHERE id = $1")
+        .bind(letter)
+        .bind(how)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn notify_due(tx: &mut Transaction<'static, Postgres>) -> Result<(), Error> {
+    sqlx::query("SELECT pg_notify('conveyor_due', '')")
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
