@@ -138,18 +138,20 @@ pub async fn start_with(
                 )
             })?;
         let addr = listener.local_addr()?;
+        producer::check_exposure(&settings.producer, addr).map_err(anyhow::Error::msg)?;
         producer_addr = Some(addr);
         let publisher = Arc::new(Publisher::new(
             settings.broker.clone(),
             topology.clone(),
             format!("{}-producer-{}", settings.namespace, std::process::id()),
         ));
-        let state = producer::AppState {
-            store: store.clone(),
+        let state = producer::AppState::new(
+            store.clone(),
             publisher,
-            catalog: Arc::new(registry.catalog().clone()),
-            settings: Arc::new(settings.producer.clone()),
-        };
+            Arc::new(registry.catalog().clone()),
+            settings.producer.clone(),
+        )
+        .map_err(anyhow::Error::msg)?;
         let token = shutdown.clone();
         tracing::info!(%addr, "intake listening");
         tasks.spawn(async move {

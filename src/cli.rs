@@ -58,6 +58,16 @@ pub enum Command {
     /// Inspect, cancel and retry single jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// Manage intake API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+/// `conveyor keys`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Print a new random API key and the hash to put in producer.api_keys.
+    New,
 }
 
 /// Which dead letters: the filters shared by `list`, `replay` and `purge`.
@@ -276,7 +286,9 @@ impl Cli {
             Command::Run(args) => (Some(&args.producer), Some(&args.worker)),
             Command::Producer(args) => (Some(args), None),
             Command::Worker(args) => (None, Some(&args.worker)),
-            Command::Migrate | Command::Dead(_) | Command::Jobs(_) => (None, None),
+            Command::Migrate | Command::Dead(_) | Command::Jobs(_) | Command::Keys(_) => {
+                (None, None)
+            }
         };
         if let Some(listen) = producer.and_then(|p| p.listen) {
             out.push(("producer.listen", json!(listen.to_string())));

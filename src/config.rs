@@ -148,6 +148,17 @@ impl Settings {
         if !self.broker.url_is_valid() {
             problems.push("configuration key `broker.url`: not a valid amqp:// URL".to_owned());
         }
+        for (i, hash) in self.producer.api_keys.iter().enumerate() {
+            if !producer::auth::valid_hash(hash) {
+                problems.push(format!(
+                    "configuration key `producer.api_keys[{i}]`: expected sha256:<64 hex digits>, the hash of a key \
+                     (make one with `conveyor keys new`; never configure the key itself)"
+                ));
+            }
+        }
+        if self.producer.max_batch == 0 {
+            problems.push("configuration key `producer.max_batch`: must be at least 1".to_owned());
+        }
         if self.database.max_connections == 0 {
             problems.push(
                 "configuration key `database.max_connections`: must be at least 1".to_owned(),

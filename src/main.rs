@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use conveyor::app::{self, Roles};
-use conveyor::cli::{Cli, Command};
+use conveyor::cli::{Cli, Command, KeysCommand};
 use conveyor::config::{Settings, Sources};
 use conveyor::{ops, telemetry};
 use tokio_util::sync::CancellationToken;
@@ -25,6 +25,20 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Keys(KeysCommand::New) = cli.command {
+        let (key, hash) = producer::auth::new_key()
+            .map_err(|_| anyhow::anyhow!("the system random source failed"))?;
+        println!("key:  {key}");
+        println!("hash: {hash}");
+        eprintln!();
+        eprintln!(
+            "Give the key to the client (Authorization: Bearer <key>); it is shown only now."
+        );
+        eprintln!("Configure the hash, never the key:");
+        eprintln!("  conveyor.toml:  [producer] api_keys = [\"{hash}\"]");
+        eprintln!("  environment:    CONVEYOR_PRODUCER__API_KEYS='[\"{hash}\"]'");
+        return Ok(());
+    }
     let sources = Sources {
         file: cli.config.as_deref(),
         overrides: cli.overrides(),
@@ -39,6 +53,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let store = store::Store::connect(&settings.database)?;
             return ops::jobs(&store, command).await;
         }
+        Command::Keys(_) => return Ok(()),
         Command::Migrate => {
             app::migrate(&settings).await?;
             tracing::info!("migrations applied");

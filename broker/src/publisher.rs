@@ -32,7 +32,6 @@ struct Live {
     connection: Connection,
     channel: Channel,
     generation: u64,
-    blocked: Arc<AtomicBool>,
 }
 
 #[derive(Default)]
@@ -52,6 +51,8 @@ pub struct Publisher {
     name: String,
     slot: Mutex<Slot>,
     in_flight: Semaphore,
+    /// Set while the broker has blocked the current connection (resource alarm).
+    blocked: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -73,12 +74,25 @@ impl Publisher {
             name: name.into(),
             slot: Mutex::new(Slot::default()),
             in_flight: Semaphore::new(permits),
+            blocked: Arc::new(AtomicBool::new(false)),
         }
     }
 
     /// The topology published to.
     pub fn topology(&self) -> &Topology {
         &self.topology
+    }
+
+    /// Why the broker cannot take more right now, if it cannot: it blocked publishing
+    /// (memory or disk alarm), or every in-flight publish slot awaits a confirm.
+    pub fn pressure(&self) -> Option<&'static str> {
+        if self.blocked.load(Ordering::Relaxed) {
+            Some("the broker blocked publishing: memory or disk alarm")
+        } else if self.in_flight.available_permits() == 0 {
+            Some("too many publishes awaiting confirms")
+        } else {
+            None
+        }
     }
 
     /// Connects now (if not connected) and reports whether the broker is reachable.
@@ -104,7 +118,7 @@ impl Publisher {
             }
         }
         match self.open().await {
-            Ok((connection, channel, blocked)) => {
+            Ok((connection, channel)) => {
                 slot.generation += 1;
                 slot.retry_at = None;
                 slot.retry_delay = Duration::ZERO;
@@ -113,7 +127,6 @@ impl Publisher {
                     connection,
                     channel,
                     generation: slot.generation,
-                    blocked,
                 });
                 slot.live = Some(Arc::clone(&live));
                 tracing::info!(connection = %self.name, "publisher connected to the broker");
@@ -130,11 +143,11 @@ impl Publisher {
         }
     }
 
-    async fn open(&self) -> Result<(Connection, Channel, Arc<AtomicBool>), Error> {
+    async fn open(&self) -> Result<(Connection, Channel), Error> {
         let limit = self.settings.connect_timeout();
         let connection = connect(&self.settings, &self.name).await?;
-        let blocked = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&blocked);
+        self.blocked.store(false, Ordering::Relaxed);
+        let flag = Arc::clone(&self.blocked);
         let mut events = connection.events_listener();
         tokio::spawn(async move {
             while let Some(event) = events.next().await {
@@ -157,7 +170,7 @@ impl Publisher {
         tokio::time::timeout(limit, self.topology.declare_base(&channel))
             .await
             .map_err(|_| Error::Timeout(limit))??;
-        Ok((connection, channel, blocked))
+        Ok((connection, channel))
     }
 
     async fn forget(&self, generation: u64) {
@@ -214,7 +227,7 @@ impl Publisher {
     ) -> Result<(), Error> {
         let _permit = self.in_flight.try_acquire().map_err(|_| Error::Busy)?;
         let live = self.live().await?;
-        if live.blocked.load(Ordering::Relaxed) {
+        if self.blocked.load(Ordering::Relaxed) {
             return Err(Error::Blocked("connection.blocked".into()));
         }
         let result = self.publish_on(&live, envelope, traceparent).await;

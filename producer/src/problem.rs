@@ -30,6 +30,12 @@ pub enum ApiError {
     /// No such method on this path.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// No valid API key.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// Over the caller's rate limit; retry after the duration.
+    #[error("rate limit exceeded; retry in {0:?}")]
+    RateLimited(Duration),
     /// Conflicts with existing state (an idempotency key reused with another body).
     #[error("{0}")]
     Conflict(String),
@@ -44,15 +50,30 @@ pub enum ApiError {
     Internal(String),
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// An error response (RFC 9457 problem details), as every non-2xx answer is shaped.
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// A URI reference naming the problem type, e.g. `/problems/validation`.
     #[serde(rename = "type")]
-    kind: &'a str,
-    title: &'a str,
-    status: u16,
-    detail: String,
+    pub kind: String,
+    /// Short summary of the problem type.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// What happened, for a person.
+    pub detail: String,
+    /// For 422: each invalid field with its path (`args.items[2].quantity`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    errors: Option<&'a ValidationErrors>,
+    pub errors: Option<Vec<FieldProblem>>,
+}
+
+/// One invalid field.
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct FieldProblem {
+    /// Path of the field: dotted, with `[i]` for array elements.
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
 }
 
 impl ApiError {
@@ -64,6 +85,8 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) | ApiError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -82,6 +105,8 @@ impl ApiError {
             }
             ApiError::Validation(_) => ("/problems/validation", "Invalid request"),
             ApiError::NotFound(_) => ("/problems/not-found", "Not found"),
+            ApiError::Unauthorized(_) => ("/problems/unauthorized", "Unauthorized"),
+            ApiError::RateLimited(_) => ("/problems/rate-limited", "Too many requests"),
             ApiError::MethodNotAllowed => ("/problems/method-not-allowed", "Method not allowed"),
             ApiError::Conflict(_) => ("/problems/conflict", "Conflict"),
             ApiError::Unavailable(_) => ("/problems/unavailable", "Service unavailable"),
@@ -100,12 +125,21 @@ impl IntoResponse for ApiError {
             other => other.to_string(),
         };
         let errors = match &self {
-            ApiError::Validation(errors) => Some(errors),
+            ApiError::Validation(errors) => Some(
+                errors
+                    .0
+                    .iter()
+                    .map(|e| FieldProblem {
+                        field: e.field.clone(),
+                        message: e.message.clone(),
+                    })
+                    .collect(),
+            ),
             _ => None,
         };
         let body = Problem {
-            kind,
-            title,
+            kind: kind.to_owned(),
+            title: title.to_owned(),
             status: status.as_u16(),
             detail,
             errors,
@@ -116,8 +150,15 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if matches!(self, ApiError::Unavailable(_) | ApiError::Timeout(_)) {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        let retry_after = match &self {
+            ApiError::Unavailable(_) | ApiError::Timeout(_) => Some(1),
+            ApiError::RateLimited(wait) => {
+                Some(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
+            }
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
         }
         response
     }

@@ -15,27 +15,29 @@ use serde_json::Value;
 use store::{Insert, JobRecord, NewJob};
 
 use crate::AppState;
-use crate::problem::ApiError;
+use crate::problem::{ApiError, Problem};
 
 /// Longest accepted delay or distance of `run_at` into the future.
 const MAX_DELAY: Duration = Duration::from_secs(366 * 24 * 3600);
 /// Longest accepted idempotency key.
 const MAX_KEY_LEN: usize = 255;
 
-/// `POST /v1/jobs` body.
-#[derive(Debug, Deserialize)]
+/// `POST /v1/jobs` body. Unknown fields are refused.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateJobRequest {
     /// The job's kind (`noop`, `order.process`, …).
     pub kind: String,
-    /// Arguments for the kind (default `{}`).
+    /// Arguments for the kind (default `{}`), validated per kind.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub args: Option<Value>,
     /// Queue override (default: the kind's queue).
     #[serde(default)]
     pub queue: Option<String>,
-    /// Attempts override (default: the kind's).
+    /// Attempts override (default: the kind's), 1 to `producer.max_attempts_limit`.
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub max_attempts: Option<u32>,
     /// Dedupe key (or the `Idempotency-Key` header).
     #[serde(default)]
@@ -52,26 +54,74 @@ pub struct CreateJobRequest {
 }
 
 /// `202` body: the accepted job.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Accepted {
     /// The job's id.
+    #[schema(value_type = uuid::Uuid)]
     pub id: JobId,
-    /// Its state right after intake (`enqueued` or `scheduled`).
+    /// Its state (`enqueued` or `scheduled` right after intake).
+    #[schema(value_type = String, example = "enqueued")]
     pub state: JobState,
 }
 
-/// `GET /v1/jobs/{id}` body.
-#[derive(Debug, Serialize)]
+/// `POST /v1/jobs/batch` body: up to `producer.max_batch` jobs, accepted all or none.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    /// The jobs, each shaped like a `POST /v1/jobs` body.
+    pub jobs: Vec<CreateJobRequest>,
+}
+
+/// `202` body of a batch: the jobs' ids in request order.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BatchAccepted {
+    /// One id per job, in request order.
+    #[schema(value_type = Vec<uuid::Uuid>)]
+    pub ids: Vec<JobId>,
+}
+
+/// `GET /v1/jobs` query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only jobs in this state.
+    pub state: Option<String>,
+    /// Only jobs of this kind.
+    pub kind: Option<String>,
+    /// Only jobs in this queue.
+    pub queue: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// `GET /v1/jobs` body: a page of jobs, newest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct JobPage {
+    /// The jobs.
+    pub jobs: Vec<JobView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// A job as the API shows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct JobView {
     /// Id.
+    #[schema(value_type = uuid::Uuid)]
     pub id: JobId,
     /// Kind.
     pub kind: String,
     /// Queue.
     pub queue: String,
     /// Arguments.
+    #[schema(value_type = Object)]
     pub args: Value,
-    /// State.
+    /// State: scheduled, enqueued, running, retrying, completed, dead or cancelled.
+    #[schema(value_type = String)]
     pub state: JobState,
     /// Attempts started.
     pub attempt: u32,
@@ -80,6 +130,7 @@ pub struct JobView {
     /// Next (or last) run time.
     pub run_at: DateTime<Utc>,
     /// Result once completed.
+    #[schema(value_type = Option<Object>)]
     pub result: Option<Value>,
     /// Latest error.
     pub last_error: Option<String>,
@@ -357,6 +408,26 @@ pub fn validate(
 
 /// `POST /v1/jobs`: validate, record, publish, `202 {id, state}`. A repeated
 /// idempotency key answers `200` with the existing job; with a different body, `409`.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs",
+    tag = "jobs",
+    request_body(content = CreateJobRequest, content_type = "application/json"),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Dedupe key (alternative to idempotency_key)")),
+    responses(
+        (status = 202, description = "Accepted: recorded (and published)", body = Accepted),
+        (status = 200, description = "The idempotency key names this existing job", body = Accepted),
+        (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Idempotency key reused with a different body", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid values, each named", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited (Retry-After)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable or overloaded (Retry-After); nothing stored", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn create_job(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -365,6 +436,7 @@ pub async fn create_job(
     let request: CreateJobRequest = parse_json(&headers, body, state.settings.max_body_bytes)?;
     let key = idempotency_key(&headers, request.idempotency_key.clone())?;
     let job = validate(&state, request, key, traceparent(&headers))?;
+    overloaded(&state)?;
     let record = match state.store.insert_job(&job).await? {
         Insert::Existing(record) => {
             let body = Accepted {
@@ -376,7 +448,7 @@ pub async fn create_job(
         Insert::Created(record) => record,
     };
     if record.state == JobState::Enqueued {
-        publish(&state, &record).await;
+        publish_all(&state, &[&record]).await;
     }
     let location = format!("/v1/jobs/{}", record.id);
     let body = Accepted {
@@ -391,33 +463,71 @@ pub async fn create_job(
         .into_response())
 }
 
-/// Publishes a freshly recorded job. A failure is not the client's problem: the row is
-/// the record, and the dispatcher publishes jobs whose publish was never confirmed.
-async fn publish(state: &AppState, record: &JobRecord) {
-    let envelope = Envelope {
-        id: record.id,
-        kind: record.kind.clone(),
-        queue: record.queue.clone(),
-        args: record.args.clone(),
-        enqueued_at: Utc::now(),
-    };
-    match state
-        .publisher
-        .publish(&envelope, record.traceparent.as_deref())
-        .await
-    {
-        Ok(()) => {
-            if let Err(e) = state.store.mark_published(&[record.id]).await {
-                tracing::warn!(job_id = %record.id, error = %e, "could not mark a job published; it may be published twice");
-            }
-        }
-        Err(e) => {
-            tracing::warn!(job_id = %record.id, error = %e, "publish not confirmed; the dispatcher will publish the job");
-        }
+/// Answers 503 before anything is stored when the broker pushes back (a memory or
+/// disk alarm) or too many publishes await confirms: accepting more would only queue
+/// without bound.
+fn overloaded(state: &AppState) -> Result<(), ApiError> {
+    match state.publisher.pressure() {
+        None => Ok(()),
+        Some(why) => Err(ApiError::Unavailable(format!(
+            "the broker cannot take more work right now ({why}); retry later"
+        ))),
     }
 }
 
-/// `GET /v1/jobs/{id}`.
+/// Publishes freshly recorded jobs (confirms pipelined on one channel) and marks the
+/// confirmed ones in one statement. A failure is not the client's problem: the rows
+/// are the record, and the dispatcher publishes jobs whose publish was never confirmed.
+async fn publish_all(state: &AppState, records: &[&JobRecord]) {
+    if records.is_empty() {
+        return;
+    }
+    let now = Utc::now();
+    let publishes = records.iter().map(|record| {
+        let envelope = Envelope {
+            id: record.id,
+            kind: record.kind.clone(),
+            queue: record.queue.clone(),
+            args: record.args.clone(),
+            enqueued_at: now,
+        };
+        async move {
+            let result = state
+                .publisher
+                .publish(&envelope, record.traceparent.as_deref())
+                .await;
+            (record.id, result)
+        }
+    });
+    let mut confirmed = Vec::with_capacity(records.len());
+    for (id, result) in futures_util::future::join_all(publishes).await {
+        match result {
+            Ok(()) => confirmed.push(id),
+            Err(e) => {
+                tracing::warn!(job_id = %id, error = %e, "publish not confirmed; the dispatcher will publish the job")
+            }
+        }
+    }
+    if let Err(e) = state.store.mark_published(&confirmed).await {
+        tracing::warn!(error = %e, "could not mark jobs published; they may be published twice");
+    }
+}
+
+/// `GET /v1/jobs/{id}`: one job.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}",
+    tag = "jobs",
+    params(("id" = String, Path, description = "Job id (UUID)")),
+    responses(
+        (status = 200, description = "The job", body = JobView),
+        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn get_job(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -436,6 +546,21 @@ pub async fn get_job(
 /// `POST /v1/jobs/{id}/cancel`: a waiting job never runs (`200`, state `cancelled`); a
 /// running one finishes its attempt and is not retried (`202`, state `running`); a job
 /// already completed, dead or cancelled is `409`.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/cancel",
+    tag = "jobs",
+    params(("id" = String, Path, description = "Job id (UUID)")),
+    responses(
+        (status = 200, description = "Cancelled: it will not run", body = JobView),
+        (status = 202, description = "Running: this attempt finishes, no retry follows", body = JobView),
+        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already completed, dead or cancelled", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn cancel_job(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -463,12 +588,159 @@ pub async fn cancel_job(
     Ok((status, Json(JobView::from(record))).into_response())
 }
 
+/// `POST /v1/jobs/batch`: validates every job (a 422 lists each failing
+/// `jobs[i].field`), records all in one transaction, publishes them with pipelined
+/// confirms, and answers `202 {ids}`. All or nothing.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/batch",
+    tag = "jobs",
+    request_body(content = BatchRequest, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Every job accepted", body = BatchAccepted),
+        (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "An idempotency key reused with a different body", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid jobs, each named by index and field; none stored", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited (Retry-After)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable or overloaded (Retry-After); nothing stored", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create_batch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let request: BatchRequest = parse_json(&headers, body, state.settings.max_body_bytes)?;
+    let max = state.settings.max_batch;
+    if request.jobs.is_empty() || request.jobs.len() > max {
+        return Err(ApiError::Validation(ValidationErrors::one(
+            "jobs",
+            format!("must hold 1 to {max} jobs, got {}", request.jobs.len()),
+        )));
+    }
+    overloaded(&state)?;
+    let trace = traceparent(&headers);
+    let mut errors = ValidationErrors::new();
+    let mut jobs = Vec::with_capacity(request.jobs.len());
+    for (i, job) in request.jobs.into_iter().enumerate() {
+        let key = job.idempotency_key.clone();
+        match validate(&state, job, key, trace.clone()) {
+            Ok(job) => jobs.push(job),
+            Err(e) => errors.extend(e.prefixed(&format!("jobs[{i}]"))),
+        }
+    }
+    errors.into_result()?;
+    let inserted = state.store.insert_jobs(&jobs).await?;
+    let records: Vec<JobRecord> = inserted
+        .into_iter()
+        .map(|insert| match insert {
+            Insert::Created(record) | Insert::Existing(record) => record,
+        })
+        .collect();
+    let fresh: Vec<&JobRecord> = records
+        .iter()
+        .zip(&jobs)
+        .filter(|(record, job)| record.id == job.id && record.state == JobState::Enqueued)
+        .map(|(record, _)| record)
+        .collect();
+    publish_all(&state, &fresh).await;
+    let body = BatchAccepted {
+        ids: records.iter().map(|r| r.id).collect(),
+    };
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// `GET /v1/jobs`: jobs newest first, filtered, paged with an opaque cursor. Pages are
+/// stable: walking every page sees each job once.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs",
+    tag = "jobs",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of jobs", body = JobPage),
+        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A bad filter, limit or cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list_jobs(
+    State(state): State<AppState>,
+    query: Result<axum::extract::Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<JobPage>, ApiError> {
+    let axum::extract::Query(query) = query.map_err(|e| {
+        ApiError::Validation(ValidationErrors::one(
+            "query",
+            strip_position(&e.body_text()).to_owned(),
+        ))
+    })?;
+    let mut errors = ValidationErrors::new();
+    let job_state = match query.state.as_deref().map(str::parse::<JobState>) {
+        None => None,
+        Some(Ok(s)) => Some(s),
+        Some(Err(e)) => {
+            errors.add("state", e.to_string());
+            None
+        }
+    };
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        errors.add("limit", "must be between 1 and 1000");
+    }
+    let before = match query.cursor.as_deref().map(str::parse::<JobId>) {
+        None => None,
+        Some(Ok(id)) => Some(id),
+        Some(Err(_)) => {
+            errors.add("cursor", "is not a cursor returned by this API");
+            None
+        }
+    };
+    errors.into_result()?;
+    let records = state
+        .store
+        .list_jobs(&store::JobQuery {
+            state: job_state,
+            kind: query.kind,
+            queue: query.queue,
+            before,
+            limit: limit + 1,
+        })
+        .await?;
+    let more = records.len() > limit as usize;
+    let jobs: Vec<JobView> = records
+        .into_iter()
+        .take(limit as usize)
+        .map(JobView::from)
+        .collect();
+    let next_cursor = if more {
+        jobs.last().map(|j| j.id.to_string())
+    } else {
+        None
+    };
+    Ok(Json(JobPage { jobs, next_cursor }))
+}
+
 /// `GET /healthz`: the process is up.
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "Up", body = Object)))]
 pub async fn healthz() -> Json<Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
 /// `GET /readyz`: the database and the broker answer.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    responses(
+        (status = 200, description = "Ready", body = Object),
+        (status = 503, description = "A dependency is unavailable (Retry-After)", body = Object),
+    )
+)]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let limit = Duration::from_secs(2);
     let database = match tokio::time::timeout(limit, state.store.ping()).await {

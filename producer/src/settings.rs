@@ -18,6 +18,26 @@ pub struct ProducerSettings {
     pub idempotency_ttl_secs: u64,
     /// Largest `max_attempts` a request may ask for.
     pub max_attempts_limit: u32,
+    /// SHA-256 hashes (`sha256:<hex>`) of the API keys accepted as
+    /// `Authorization: Bearer <key>` (`conveyor keys new` makes one). Empty: no
+    /// authentication, and the intake refuses to listen on anything but loopback.
+    pub api_keys: Vec<String>,
+    /// Requests per key (per client address without keys); unset means unlimited.
+    pub rate_limit: Option<RateLimit>,
+    /// Origins allowed by CORS (`https://app.example.com`, or `*`); empty: CORS off.
+    pub cors_origins: Vec<String>,
+    /// Jobs in one `POST /v1/jobs/batch`, at most.
+    pub max_batch: usize,
+}
+
+/// A token bucket: `per_second` sustained, `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Sustained requests per second.
+    pub per_second: u32,
+    /// Requests allowed at once.
+    pub burst: u32,
 }
 
 impl Default for ProducerSettings {
@@ -28,6 +48,10 @@ impl Default for ProducerSettings {
             request_timeout_ms: 30_000,
             idempotency_ttl_secs: 24 * 3600,
             max_attempts_limit: 100,
+            api_keys: Vec::new(),
+            rate_limit: None,
+            cors_origins: Vec::new(),
+            max_batch: 1000,
         }
     }
 }

@@ -32,6 +32,21 @@ impl Default for WorkerId {
     }
 }
 
+/// Which jobs to list: filters and a keyset cursor (ids sort by creation time).
+#[derive(Debug, Clone, Default)]
+pub struct JobQuery {
+    /// Only this state.
+    pub state: Option<JobState>,
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// Only this queue.
+    pub queue: Option<String>,
+    /// Only jobs older than this one (the previous page's last id).
+    pub before: Option<JobId>,
+    /// Page size.
+    pub limit: u32,
+}
+
 /// A job as intake records it.
 #[derive(Debug, Clone)]
 pub struct NewJob {
@@ -312,79 +327,44 @@ impl Store {
     /// # Errors
     /// Conflict, or the database failed (nothing was stored).
     pub async fn insert_job(&self, job: &NewJob) -> Result<Insert, Error> {
-        // Two rounds at most: the second after freeing an expired key.
-        for _ in 0..2 {
-            let state = if job.run_at.is_some() {
-                JobState::Scheduled
-            } else {
-                JobState::Enqueued
-            };
-            let ttl_ms = i64::try_from(job.idempotency_ttl.as_millis()).unwrap_or(i64::MAX);
-            let inserted = sqlx::query(AssertSqlSafe(format!(
-                "INSERT INTO jobs (id, kind, queue, args, state, max_attempts, attempt_budget, run_at, \
-                     timeout_ms, idempotency_key, idempotency_expires_at, traceparent) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $6, COALESCE($7, now()), $8, $9, \
-                     CASE WHEN $9::text IS NULL THEN NULL \
-                          ELSE now() + make_interval(secs => $10::bigint / 1000.0) END, $11) \
-                 ON CONFLICT (idempotency_key) DO NOTHING \
-                 RETURNING {JOB_COLUMNS}"
-            )))
-            .bind(job.id.as_uuid())
-            .bind(&job.kind)
-            .bind(&job.queue)
-            .bind(Json(&job.args))
-            .bind(state.as_str())
-            .bind(clamp_i32(u64::from(job.max_attempts)))
-            .bind(job.run_at)
-            .bind(
-                job.timeout
-                    .map(|t| clamp_i32(u64::try_from(t.as_millis()).unwrap_or(u64::MAX))),
-            )
-            .bind(&job.idempotency_key)
-            .bind(ttl_ms)
-            .bind(&job.traceparent)
-            .fetch_optional(&self.pool)
-            .await?;
-            if let Some(row) = inserted {
-                return Ok(Insert::Created(JobRecord::from_row(&row)?));
-            }
-            // The key is taken: by the same request (a client retry), a different one,
-            // or an expired one.
-            let Some(key) = &job.idempotency_key else {
-                return Err(Error::Corrupt("insert without a key conflicted".into()));
-            };
-            let existing = sqlx::query(AssertSqlSafe(format!(
-                "SELECT {JOB_COLUMNS}, idempotency_expires_at < now() AS expired \
-                 FROM jobs WHERE idempotency_key = $1"
-            )))
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?;
-            let Some(row) = existing else { continue };
-            if row.try_get::<Option<bool>, _>("expired")?.unwrap_or(false) {
-                sqlx::query(
-                    "UPDATE jobs SET idempotency_key = NULL \
-                     WHERE idempotency_key = $1 AND idempotency_expires_at < now()",
-                )
-                .bind(key)
-                .execute(&self.pool)
-                .await?;
-                continue;
-            }
-            let record = JobRecord::from_row(&row)?;
-            let same = record.kind == job.kind
-                && record.queue == job.queue
-                && record.args == job.args
-                && record.max_attempts == job.max_attempts;
-            return if same {
-                Ok(Insert::Existing(record))
-            } else {
-                Err(Error::IdempotencyConflict(key.clone()))
-            };
+        let mut conn = self.pool.acquire().await?;
+        insert_on(&mut conn, job).await
+    }
+
+    /// Records many jobs in one transaction: all of them, or (on any error, including an
+    /// idempotency conflict) none.
+    ///
+    /// # Errors
+    /// Conflict, or the database failed; nothing was stored.
+    pub async fn insert_jobs(&self, jobs: &[NewJob]) -> Result<Vec<Insert>, Error> {
+        let mut tx = self.pool.begin().await?;
+        let mut inserted = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            inserted.push(insert_on(&mut tx, job).await?);
         }
-        Err(Error::Corrupt(
-            "idempotency key kept changing hands during insert".into(),
-        ))
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    /// Jobs matching `query`, newest first, after its cursor.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn list_jobs(&self, query: &JobQuery) -> Result<Vec<JobRecord>, Error> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs \
+             WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR kind = $2) \
+               AND ($3::text IS NULL OR queue = $3) AND ($4::uuid IS NULL OR id < $4) \
+             ORDER BY id DESC LIMIT $5"
+        )))
+        .bind(query.state.map(|s| s.as_str()))
+        .bind(&query.kind)
+        .bind(&query.queue)
+        .bind(query.before.map(|id| id.as_uuid()))
+        .bind(i64::from(query.limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(JobRecord::from_row).collect()
     }
 
     /// One job by id.
@@ -787,4 +767,82 @@ impl Store {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Inserts one job on `conn` (a pooled connection or an open transaction); see
+/// [`Store::insert_job`].
+async fn insert_on(conn: &mut sqlx::PgConnection, job: &NewJob) -> Result<Insert, Error> {
+    // Two rounds at most: the second after freeing an expired key.
+    for _ in 0..2 {
+        let state = if job.run_at.is_some() {
+            JobState::Scheduled
+        } else {
+            JobState::Enqueued
+        };
+        let ttl_ms = i64::try_from(job.idempotency_ttl.as_millis()).unwrap_or(i64::MAX);
+        let inserted = sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO jobs (id, kind, queue, args, state, max_attempts, attempt_budget, run_at, \
+                 timeout_ms, idempotency_key, idempotency_expires_at, traceparent) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6, COALESCE($7, now()), $8, $9, \
+                 CASE WHEN $9::text IS NULL THEN NULL \
+                      ELSE now() + make_interval(secs => $10::bigint / 1000.0) END, $11) \
+             ON CONFLICT (idempotency_key) DO NOTHING \
+             RETURNING {JOB_COLUMNS}"
+        )))
+        .bind(job.id.as_uuid())
+        .bind(&job.kind)
+        .bind(&job.queue)
+        .bind(Json(&job.args))
+        .bind(state.as_str())
+        .bind(clamp_i32(u64::from(job.max_attempts)))
+        .bind(job.run_at)
+        .bind(
+            job.timeout
+                .map(|t| clamp_i32(u64::try_from(t.as_millis()).unwrap_or(u64::MAX))),
+        )
+        .bind(&job.idempotency_key)
+        .bind(ttl_ms)
+        .bind(&job.traceparent)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(row) = inserted {
+            return Ok(Insert::Created(JobRecord::from_row(&row)?));
+        }
+        // The key is taken: by the same request (a client retry), a different one,
+        // or an expired one.
+        let Some(key) = &job.idempotency_key else {
+            return Err(Error::Corrupt("insert without a key conflicted".into()));
+        };
+        let existing = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS}, idempotency_expires_at < now() AS expired \
+             FROM jobs WHERE idempotency_key = $1"
+        )))
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let Some(row) = existing else { continue };
+        if row.try_get::<Option<bool>, _>("expired")?.unwrap_or(false) {
+            sqlx::query(
+                "UPDATE jobs SET idempotency_key = NULL \
+                 WHERE idempotency_key = $1 AND idempotency_expires_at < now()",
+            )
+            .bind(key)
+            .execute(&mut *conn)
+            .await?;
+            continue;
+        }
+        let record = JobRecord::from_row(&row)?;
+        let same = record.kind == job.kind
+            && record.queue == job.queue
+            && record.args == job.args
+            && record.max_attempts == job.max_attempts;
+        return if same {
+            Ok(Insert::Existing(record))
+        } else {
+            Err(Error::IdempotencyConflict(key.clone()))
+        };
+    }
+    Err(Error::Corrupt(
+        "idempotency key kept changing hands during insert".into(),
+    ))
 }

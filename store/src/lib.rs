@@ -19,7 +19,8 @@ pub use dead::{
 };
 pub use error::Error;
 pub use ledger::{
-    Claim, ClaimedJob, DueJob, Finish, Insert, JobRecord, NewJob, Outcome, Store, WorkerId,
+    Claim, ClaimedJob, DueJob, Finish, Insert, JobQuery, JobRecord, NewJob, Outcome, Store,
+    WorkerId,
 };
 pub use settings::DatabaseSettings;
 
