@@ -19,7 +19,7 @@ use lapin::Confirmation;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Connection};
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::{Mutex, Semaphore, SemaphorePermit};
 
 use crate::error::Error;
 use crate::settings::{BrokerSettings, bounded, connect};
@@ -83,16 +83,22 @@ impl Publisher {
         &self.topology
     }
 
-    /// Why the broker cannot take more right now, if it cannot: it blocked publishing
-    /// (memory or disk alarm), or every in-flight publish slot awaits a confirm.
-    pub fn pressure(&self) -> Option<&'static str> {
+    /// Reserves `n` in-flight publish slots, to be used by [`Publisher::publish_reserved`].
+    /// Intake reserves before it stores anything, so when the broker cannot keep up it
+    /// answers 503 instead of accepting work it cannot hand on.
+    ///
+    /// # Errors
+    /// [`Error::Blocked`] while the broker blocks publishing (memory or disk alarm);
+    /// [`Error::Busy`] when fewer than `n` slots are free (confirms are stalling).
+    pub fn reserve(&self, n: usize) -> Result<Reservation<'_>, Error> {
         if self.blocked.load(Ordering::Relaxed) {
-            Some("the broker blocked publishing: memory or disk alarm")
-        } else if self.in_flight.available_permits() == 0 {
-            Some("too many publishes awaiting confirms")
-        } else {
-            None
+            return Err(Error::Blocked("memory or disk alarm".into()));
         }
+        let n = u32::try_from(n).map_err(|_| Error::Busy)?;
+        self.in_flight
+            .try_acquire_many(n)
+            .map(|permit| Reservation { _permit: permit })
+            .map_err(|_| Error::Busy)
     }
 
     /// Connects now (if not connected) and reports whether the broker is reachable.
@@ -226,6 +232,28 @@ impl Publisher {
         traceparent: Option<&str>,
     ) -> Result<(), Error> {
         let _permit = self.in_flight.try_acquire().map_err(|_| Error::Busy)?;
+        self.publish_unbounded(envelope, traceparent).await
+    }
+
+    /// [`Publisher::publish`] inside a [`Reservation`] the caller holds (one slot per
+    /// concurrent publish).
+    ///
+    /// # Errors
+    /// As [`Publisher::publish`], except `Busy`.
+    pub async fn publish_reserved(
+        &self,
+        _reservation: &Reservation<'_>,
+        envelope: &Envelope,
+        traceparent: Option<&str>,
+    ) -> Result<(), Error> {
+        self.publish_unbounded(envelope, traceparent).await
+    }
+
+    async fn publish_unbounded(
+        &self,
+        envelope: &Envelope,
+        traceparent: Option<&str>,
+    ) -> Result<(), Error> {
         let live = self.live().await?;
         if self.blocked.load(Ordering::Relaxed) {
             return Err(Error::Blocked("connection.blocked".into()));
@@ -283,6 +311,12 @@ impl Publisher {
             Confirmation::NotRequested => Err(Error::Nacked),
         }
     }
+}
+
+/// In-flight publish slots held for a request; released when dropped.
+#[derive(Debug)]
+pub struct Reservation<'a> {
+    _permit: SemaphorePermit<'a>,
 }
 
 fn fastrand_unit() -> f64 {

@@ -436,7 +436,7 @@ pub async fn create_job(
     let request: CreateJobRequest = parse_json(&headers, body, state.settings.max_body_bytes)?;
     let key = idempotency_key(&headers, request.idempotency_key.clone())?;
     let job = validate(&state, request, key, traceparent(&headers))?;
-    overloaded(&state)?;
+    let reservation = reserve(&state, 1)?;
     let record = match state.store.insert_job(&job).await? {
         Insert::Existing(record) => {
             let body = Accepted {
@@ -448,7 +448,7 @@ pub async fn create_job(
         Insert::Created(record) => record,
     };
     if record.state == JobState::Enqueued {
-        publish_all(&state, &[&record]).await;
+        publish_all(&state, &reservation, &[&record]).await;
     }
     let location = format!("/v1/jobs/{}", record.id);
     let body = Accepted {
@@ -463,22 +463,26 @@ pub async fn create_job(
         .into_response())
 }
 
-/// Answers 503 before anything is stored when the broker pushes back (a memory or
-/// disk alarm) or too many publishes await confirms: accepting more would only queue
-/// without bound.
-fn overloaded(state: &AppState) -> Result<(), ApiError> {
-    match state.publisher.pressure() {
-        None => Ok(()),
-        Some(why) => Err(ApiError::Unavailable(format!(
-            "the broker cannot take more work right now ({why}); retry later"
-        ))),
-    }
+/// Reserves confirm slots for `n` publishes before anything is stored: when the broker
+/// blocks publishing (a memory or disk alarm) or confirms stall, intake answers 503
+/// instead of accepting work it cannot hand on.
+fn reserve(state: &AppState, n: usize) -> Result<broker::publisher::Reservation<'_>, ApiError> {
+    state.publisher.reserve(n).map_err(|e| {
+        tracing::warn!(error = %e, "intake overloaded; answering 503");
+        ApiError::Unavailable(format!(
+            "the broker cannot take more work right now ({e}); retry later"
+        ))
+    })
 }
 
 /// Publishes freshly recorded jobs (confirms pipelined on one channel) and marks the
 /// confirmed ones in one statement. A failure is not the client's problem: the rows
 /// are the record, and the dispatcher publishes jobs whose publish was never confirmed.
-async fn publish_all(state: &AppState, records: &[&JobRecord]) {
+async fn publish_all(
+    state: &AppState,
+    reservation: &broker::publisher::Reservation<'_>,
+    records: &[&JobRecord],
+) {
     if records.is_empty() {
         return;
     }
@@ -494,7 +498,7 @@ async fn publish_all(state: &AppState, records: &[&JobRecord]) {
         async move {
             let result = state
                 .publisher
-                .publish(&envelope, record.traceparent.as_deref())
+                .publish_reserved(reservation, &envelope, record.traceparent.as_deref())
                 .await;
             (record.id, result)
         }
@@ -622,7 +626,6 @@ pub async fn create_batch(
             format!("must hold 1 to {max} jobs, got {}", request.jobs.len()),
         )));
     }
-    overloaded(&state)?;
     let trace = traceparent(&headers);
     let mut errors = ValidationErrors::new();
     let mut jobs = Vec::with_capacity(request.jobs.len());
@@ -634,6 +637,7 @@ pub async fn create_batch(
         }
     }
     errors.into_result()?;
+    let reservation = reserve(&state, jobs.len())?;
     let inserted = state.store.insert_jobs(&jobs).await?;
     let records: Vec<JobRecord> = inserted
         .into_iter()
@@ -647,7 +651,7 @@ pub async fn create_batch(
         .filter(|(record, job)| record.id == job.id && record.state == JobState::Enqueued)
         .map(|(record, _)| record)
         .collect();
-    publish_all(&state, &fresh).await;
+    publish_all(&state, &reservation, &fresh).await;
     let body = BatchAccepted {
         ids: records.iter().map(|r| r.id).collect(),
     };

@@ -39,11 +39,13 @@ impl Error {
                     .as_database_error()
                     .and_then(|d| d.code())
                     // 08: connection exception, 53: insufficient resources, 57P: operator
-                    // intervention (shutdown, terminated backend), 40001/40P01: retry.
+                    // intervention (shutdown, terminated backend), 55000: the database is
+                    // not accepting connections, 40001/40P01: serialization / deadlock.
                     .is_some_and(|c| {
                         c.starts_with("08")
                             || c.starts_with("53")
                             || c.starts_with("57P")
+                            || c == "55000"
                             || c == "40001"
                             || c == "40P01"
                     })

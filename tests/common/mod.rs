@@ -3,6 +3,8 @@
 //! Postgres and RabbitMQ. Helpers are named for what a user does.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+pub mod proxy;
+
 use std::time::Duration;
 
 use broker::lapin::options::{
@@ -300,6 +302,85 @@ impl TestApp {
         let _ = connection.close(200, "done".into()).await;
     }
 
+    /// Closes, from the server side, every broker connection whose name starts with
+    /// `prefix` (`rabbitmqctl close_connection`). Returns how many were closed.
+    pub async fn close_broker_connections(&self, prefix: &str) -> usize {
+        let listed = tokio::process::Command::new("rabbitmqctl")
+            .args(["-q", "list_connections", "pid", "client_properties"])
+            .output()
+            .await
+            .expect("rabbitmqctl runs");
+        let text = String::from_utf8_lossy(&listed.stdout);
+        let needle = format!("\"connection_name\",\"{prefix}");
+        let mut closed = 0;
+        for line in text.lines().filter(|l| l.contains(&needle)) {
+            let Some(pid) = line.split_whitespace().next() else {
+                continue;
+            };
+            let status = tokio::process::Command::new("rabbitmqctl")
+                .args([
+                    "-q",
+                    "close_connection",
+                    pid,
+                    "closed by a Conveyor fault test",
+                ])
+                .status()
+                .await
+                .expect("rabbitmqctl runs");
+            if status.success() {
+                closed += 1;
+            }
+        }
+        closed
+    }
+
+    /// Makes Postgres refuse this test's database (and drops its sessions) until
+    /// [`TestApp::allow_database`].
+    pub async fn refuse_database(&self) {
+        let name = self.database_name();
+        let admin = sqlx::PgPool::connect(&format!("{}/postgres", postgres_base()))
+            .await
+            .expect("admin connects");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false"
+        )))
+        .execute(&admin)
+        .await
+        .expect("refuse connections");
+        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()")
+            .bind(&name)
+            .execute(&admin)
+            .await
+            .expect("terminate sessions");
+        admin.close().await;
+    }
+
+    /// Lets Postgres accept this test's database again.
+    pub async fn allow_database(&self) {
+        let name = self.database_name();
+        let admin = sqlx::PgPool::connect(&format!("{}/postgres", postgres_base()))
+            .await
+            .expect("admin connects");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true"
+        )))
+        .execute(&admin)
+        .await
+        .expect("allow connections");
+        admin.close().await;
+    }
+
+    pub fn database_name(&self) -> String {
+        self.settings
+            .database
+            .url
+            .expose_secret()
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
     /// Asks every role to stop and waits for them to drain.
     pub async fn shutdown(&mut self) -> anyhow::Result<()> {
         self.shutdown.cancel();
@@ -402,4 +483,63 @@ impl TestApp {
             .collect()
             .await
     }
+}
+
+impl TestApp {
+    /// Starts `conveyor ARGS` as a child process on this test's database and namespace.
+    pub fn spawn_child(&self, args: &[&str], env: &[(&str, String)]) -> tokio::process::Child {
+        let mut command = self.command(args);
+        command
+            .env("CONVEYOR_WORKER__HEARTBEAT_INTERVAL_MS", "200")
+            .env("CONVEYOR_WORKER__LOST_AFTER_MS", "3000")
+            .env("CONVEYOR_DISPATCHER__POLL_INTERVAL_MS", "100")
+            .env("CONVEYOR_DISPATCHER__UNCONFIRMED_AFTER_MS", "1000")
+            .stdout(std::process::Stdio::null());
+        if std::env::var_os("TEST_LOG").is_none() {
+            command.stderr(std::process::Stdio::null());
+        }
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        command.spawn().expect("conveyor starts")
+    }
+
+    /// Waits (bounded) until an intake at `base` answers /readyz with 200.
+    pub async fn wait_ready(&self, base: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = self
+                .client
+                .get(format!("{base}/readyz"))
+                .send()
+                .await
+                .map(|r| r.status() == 200)
+                .unwrap_or(false);
+            if ready {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{base} never became ready"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Sends SIGTERM to a child.
+pub fn terminate(child: &tokio::process::Child) {
+    let pid = child.id().expect("the child is running");
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill runs");
 }

@@ -205,7 +205,11 @@ impl Worker {
             Ok(c) => c,
             Err(e) => return SessionEnd::Lost(e.to_string()),
         };
-        let (streams, consumers) = match self.subscribe(&connection, queues).await {
+        let limit = self.broker.connect_timeout() * 2;
+        let subscribed = tokio::time::timeout(limit, self.subscribe(&connection, queues))
+            .await
+            .unwrap_or(Err(broker::Error::Timeout(limit)));
+        let (streams, consumers) = match subscribed {
             Ok(s) => s,
             Err(e) => {
                 close(&connection).await;

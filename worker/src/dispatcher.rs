@@ -117,6 +117,10 @@ impl Dispatcher {
         let rescue_every =
             (self.lost_after / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
         let mut last_rescue = Instant::now();
+        // Heartbeats missed while the database was away say nothing about whether a
+        // worker died: judge orphans only after seeing the database up for a full
+        // `lost_after` window, so an outage does not make every running job look lost.
+        let mut db_up_since = Instant::now();
         let mut listener: Option<PgListener> = None;
         let mut failures = 0u32;
         loop {
@@ -137,10 +141,11 @@ impl Dispatcher {
                 }
                 Err(e) => {
                     failures += 1;
+                    db_up_since = Instant::now();
                     tracing::warn!(error = %e, "dispatcher round failed");
                 }
             }
-            if last_rescue.elapsed() >= rescue_every {
+            if last_rescue.elapsed() >= rescue_every && db_up_since.elapsed() >= self.lost_after {
                 last_rescue = Instant::now();
                 match self.store.rescue_orphans(self.lost_after).await {
                     Ok(0) => {}
@@ -148,7 +153,10 @@ impl Dispatcher {
                         rescued = n,
                         "rescued jobs whose worker stopped heartbeating"
                     ),
-                    Err(e) => tracing::warn!(error = %e, "orphan rescue failed"),
+                    Err(e) => {
+                        db_up_since = Instant::now();
+                        tracing::warn!(error = %e, "orphan rescue failed");
+                    }
                 }
             }
             if full {

@@ -1,0 +1,276 @@
+//! Faults injected into real processes: Conveyor runs as child processes against the
+//! real servers, and the tests take the broker or the database away (through a proxy
+//! the test controls, `rabbitmqctl`, or the test database's own ALLOW_CONNECTIONS),
+//! kill and stop processes, then check that nothing was lost or doubled. Each test
+//! prints what it injected and what it counted.
+
+mod common;
+
+use std::time::Duration;
+
+use common::proxy::{Mode, Proxy};
+use common::{free_port, spawn_app_with, terminate};
+use conveyor::app::Roles;
+use serde_json::{Value, json};
+
+const NOTHING: Roles = Roles {
+    producer: false,
+    worker: false,
+    dispatcher: false,
+};
+const INTAKE: Roles = Roles {
+    producer: true,
+    worker: false,
+    dispatcher: false,
+};
+const RABBITMQ: &str = "127.0.0.1:5672";
+
+async fn post(client: &reqwest::Client, base: &str, body: &Value) -> (u16, Value) {
+    let response = client
+        .post(format!("{base}/v1/jobs"))
+        .json(body)
+        .send()
+        .await
+        .expect("intake answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn intake_accepts_while_the_broker_is_down_and_all_complete_when_it_returns() {
+    let app = spawn_app_with(|_| {}, NOTHING).await;
+    let proxy = Proxy::start(RABBITMQ.parse().unwrap()).await;
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let broker = proxy.url_for(&common::amqp_url(), RABBITMQ);
+    let mut child = app.spawn_child(
+        &["run", "--listen", &format!("127.0.0.1:{port}")],
+        &[("CONVEYOR_BROKER__URL", broker)],
+    );
+    app.wait_ready(&base).await;
+
+    proxy.set(Mode::Refuse);
+    let mut accepted = Vec::new();
+    for i in 0..40 {
+        let (status, body) = post(
+            &app.client,
+            &base,
+            &json!({"kind": "noop", "args": {"i": i}}),
+        )
+        .await;
+        assert_eq!(
+            status, 202,
+            "intake must accept while the broker is down: {body}"
+        );
+        accepted.push(body["id"].as_str().unwrap().to_owned());
+    }
+    let unpublished = app
+        .count("SELECT count(*) FROM jobs WHERE published_at IS NULL AND state = 'enqueued'")
+        .await;
+    proxy.set(Mode::Pass);
+    app.wait_for_count(
+        "SELECT count(*) FROM jobs WHERE state = 'completed'",
+        40,
+        Duration::from_secs(90),
+    )
+    .await;
+
+    println!(
+        "injected: broker refused during intake; accepted {}, unpublished while down {unpublished}, completed 40, lost 0",
+        accepted.len()
+    );
+    assert_eq!(
+        unpublished, 40,
+        "nothing could have been published while the broker was down"
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM job_attempts WHERE outcome = 'completed'")
+            .await,
+        40,
+        "none ran twice"
+    );
+    terminate(&child);
+    assert!(child.wait().await.unwrap().success());
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn intake_answers_503_and_stores_nothing_while_postgres_refuses() {
+    let app = spawn_app_with(|s| s.database.acquire_timeout_ms = 2_000, INTAKE).await;
+
+    app.refuse_database().await;
+    let refused = app.post_job(&common::noop()).await;
+    let status = refused.status();
+    let retry_after = refused.headers().get("retry-after").cloned();
+    let body: Value = refused.json().await.unwrap();
+    app.allow_database().await;
+
+    println!("injected: database refusing connections; intake answered {status}");
+    assert_eq!(status, 503, "{body}");
+    assert!(retry_after.is_some(), "503 carries Retry-After");
+    assert_eq!(body["type"], "/problems/unavailable");
+    assert_eq!(
+        app.count("SELECT count(*) FROM jobs").await,
+        0,
+        "a refused request stored nothing"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if app.post_job(&common::noop()).await.status() == 202 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "intake never recovered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(app.count("SELECT count(*) FROM jobs").await, 1);
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn concurrent_duplicate_idempotency_keys_yield_one_job() {
+    let app = spawn_app_with(|_| {}, INTAKE).await;
+    let body = json!({"kind": "noop", "args": {"order": 7}, "idempotency_key": "order-7"});
+
+    let responses = futures_util::future::join_all((0..20).map(|_| app.post_job(&body))).await;
+    let mut statuses = Vec::new();
+    let mut ids = std::collections::HashSet::new();
+    for response in responses {
+        statuses.push(response.status().as_u16());
+        let body: Value = response.json().await.unwrap();
+        ids.insert(body["id"].as_str().unwrap().to_owned());
+    }
+    let via_header = app
+        .client
+        .post(format!("{}/v1/jobs", app.address))
+        .header("idempotency-key", "order-7")
+        .json(&json!({"kind": "noop", "args": {"order": 7}}))
+        .send()
+        .await
+        .unwrap();
+    let different = app
+        .post_job(&json!({"kind": "noop", "args": {"order": 8}, "idempotency_key": "order-7"}))
+        .await;
+
+    println!("injected: 20 concurrent posts with one key; statuses {statuses:?}");
+    assert_eq!(ids.len(), 1, "one job for one key");
+    assert_eq!(statuses.iter().filter(|s| **s == 202).count(), 1);
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 19);
+    assert_eq!(via_header.status(), 200);
+    assert_eq!(different.status(), 409);
+    assert_eq!(app.count("SELECT count(*) FROM jobs").await, 1);
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn sigterm_mid_load_loses_nothing_runs_nothing_twice_and_exits_0() {
+    let app = spawn_app_with(|_| {}, INTAKE).await;
+    let bodies = (0..200)
+        .map(|_| json!({"kind": "test.sleep", "args": {"ms": 40}}))
+        .collect();
+    let ids = app.enqueue_many(bodies, 16).await;
+    let mut first = app.spawn_child(&["worker", "--concurrency", "8", "--grace", "20"], &[]);
+    app.wait_for_count(
+        "SELECT least(count(*), 20) FROM jobs WHERE state = 'completed'",
+        20,
+        Duration::from_secs(60),
+    )
+    .await;
+
+    terminate(&first);
+    let status = tokio::time::timeout(Duration::from_secs(60), first.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let done_by_first = app
+        .count("SELECT count(*) FROM jobs WHERE state = 'completed'")
+        .await;
+    assert!(status.success(), "SIGTERM exits 0, got {status}");
+    assert_eq!(
+        app.count("SELECT count(*) FROM jobs WHERE state = 'running'")
+            .await,
+        0,
+        "in-flight jobs were finished, not abandoned"
+    );
+    let mut second = app.spawn_child(&["worker", "--concurrency", "8"], &[]);
+    app.wait_for_count(
+        "SELECT count(*) FROM jobs WHERE state = 'completed'",
+        200,
+        Duration::from_secs(90),
+    )
+    .await;
+
+    let attempts = app.count("SELECT count(*) FROM job_attempts").await;
+    println!(
+        "injected: SIGTERM after {done_by_first} of 200; accepted 200, completed 200, attempts {attempts}, lost 0"
+    );
+    assert_eq!(ids.len(), 200);
+    assert_eq!(attempts, 200, "no job ran twice");
+    terminate(&second);
+    assert!(second.wait().await.unwrap().success());
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn a_worker_whose_connection_the_server_closes_reconnects_and_carries_on() {
+    let app = spawn_app_with(|_| {}, INTAKE).await;
+    let name = format!("{}-faulty", app.settings.namespace);
+    let mut worker = app.spawn_child(&["worker"], &[("CONVEYOR_WORKER__NAME", name.clone())]);
+    let first = app.enqueue(common::noop()).await;
+    app.wait_for_state(&first, "completed").await;
+
+    let mut closed = 0;
+    for _ in 0..3 {
+        closed += app.close_broker_connections(&name).await;
+        let id = app.enqueue(common::noop()).await;
+        app.wait_for_state_within(&id, "completed", Duration::from_secs(60))
+            .await;
+    }
+
+    println!("injected: {closed} server-side connection closes; every job after each completed");
+    assert!(
+        closed >= 3,
+        "the worker's connection was found and closed each time ({closed})"
+    );
+    terminate(&worker);
+    assert!(worker.wait().await.unwrap().success());
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn when_confirms_stall_intake_answers_503_instead_of_queueing_without_bound() {
+    let proxy = Proxy::start(RABBITMQ.parse().unwrap()).await;
+    let broker = proxy.url_for(&common::amqp_url(), RABBITMQ);
+    let app = spawn_app_with(
+        move |s| {
+            s.broker.url = secrecy::SecretString::from(broker);
+            s.broker.max_in_flight = 2;
+            s.broker.publish_timeout_ms = 2_000;
+        },
+        INTAKE,
+    )
+    .await;
+    app.enqueue(common::noop()).await; // connects the publisher
+
+    proxy.set(Mode::Stall);
+    let responses = futures_util::future::join_all((0..8).map(|_| async {
+        // Stagger slightly so the first two occupy the confirm slots.
+        app.post_job(&common::noop()).await.status().as_u16()
+    }))
+    .await;
+    proxy.set(Mode::Pass);
+
+    let accepted = responses.iter().filter(|s| **s == 202).count() as i64;
+    let rejected = responses.iter().filter(|s| **s == 503).count();
+    println!("injected: broker stalled, 2 confirm slots; statuses {responses:?}");
+    assert!(rejected >= 1, "overload must answer 503: {responses:?}");
+    assert_eq!(accepted as usize + rejected, 8, "{responses:?}");
+    assert_eq!(
+        app.count("SELECT count(*) FROM jobs").await,
+        accepted + 1,
+        "a 503 stored nothing"
+    );
+    app.teardown().await;
+}
