@@ -55,6 +55,8 @@ CREATE TABLE job_attempts (
     retry_at    timestamptz
 );
 CREATE INDEX job_attempts_job ON job_attempts (job_id, id);
+-- Throughput in the last minute (stats, metrics).
+CREATE INDEX job_attempts_finished ON job_attempts (finished_at);
 
 -- What could not run: dead jobs (job_id set) and raw messages that never were a job.
 CREATE TABLE dead_letters (

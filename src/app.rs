@@ -151,7 +151,8 @@ pub async fn start_with(
             Arc::new(registry.catalog().clone()),
             settings.producer.clone(),
         )
-        .map_err(anyhow::Error::msg)?;
+        .map_err(anyhow::Error::msg)?
+        .with_metrics(crate::telemetry::metrics_renderer(store.clone()));
         let token = shutdown.clone();
         tracing::info!(%addr, "intake listening");
         tasks.spawn(async move {
@@ -188,6 +189,20 @@ pub async fn start_with(
             store.clone(),
             registry,
         );
+        if let Some(listen) = settings.worker.listen {
+            let listener = TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen} (worker.listen)"))?;
+            let router = ops_router(store.clone(), worker.status());
+            let token = shutdown.clone();
+            tracing::info!(addr = %listener.local_addr()?, "worker metrics and health listening");
+            tasks.spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(token.cancelled_owned())
+                    .await
+                    .context("the worker's ops server failed")
+            });
+        }
         let token = shutdown.clone();
         tasks.spawn(async move {
             worker.run(token).await;
@@ -201,6 +216,61 @@ pub async fn start_with(
         shutdown,
         tasks,
     })
+}
+
+/// A worker's ops endpoints: `/metrics`, `/healthz`, `/readyz` (database reachable and
+/// the worker consuming).
+fn ops_router(store: Store, status: Arc<worker::WorkerStatus>) -> axum::Router {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    use axum::routing::get;
+    let render = crate::telemetry::metrics_renderer(store.clone());
+    axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let render = Arc::clone(&render);
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4",
+                        )],
+                        render().await,
+                    )
+                }
+            }),
+        )
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route(
+            "/readyz",
+            get(move || {
+                let store = store.clone();
+                let status = Arc::clone(&status);
+                async move {
+                    let database = matches!(
+                        tokio::time::timeout(std::time::Duration::from_secs(2), store.ping()).await,
+                        Ok(Ok(()))
+                    );
+                    let broker = status.connected.load(std::sync::atomic::Ordering::Relaxed);
+                    let ready = database && broker;
+                    let code = if ready {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    };
+                    let body = serde_json::json!({
+                        "status": if ready { "ready" } else { "unavailable" },
+                        "database": if database { "ok" } else { "unavailable" },
+                        "broker": if broker { "ok" } else { "unavailable" },
+                    });
+                    (code, axum::Json(body)).into_response()
+                }
+            }),
+        )
 }
 
 /// Resolves when the process is asked to stop: SIGINT (Ctrl-C) or SIGTERM.

@@ -61,6 +61,16 @@ pub enum Command {
     /// Manage intake API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Per queue: ready, running, scheduled, retrying, dead, oldest ready age, completed
+    /// and failed in the last minute, consumers.
+    Stats {
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+        /// Refresh every N seconds until interrupted.
+        #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "2")]
+        watch: Option<u64>,
+    },
 }
 
 /// `conveyor keys`.
@@ -225,6 +235,9 @@ pub struct WorkerArgs {
     #[command(flatten)]
     /// Worker options.
     pub worker: WorkerOptions,
+    /// Serve /metrics, /healthz and /readyz on this address (overrides worker.listen).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
     /// Do not run a dispatcher in this process.
     #[arg(long)]
     pub no_dispatcher: bool,
@@ -286,9 +299,11 @@ impl Cli {
             Command::Run(args) => (Some(&args.producer), Some(&args.worker)),
             Command::Producer(args) => (Some(args), None),
             Command::Worker(args) => (None, Some(&args.worker)),
-            Command::Migrate | Command::Dead(_) | Command::Jobs(_) | Command::Keys(_) => {
-                (None, None)
-            }
+            Command::Migrate
+            | Command::Dead(_)
+            | Command::Jobs(_)
+            | Command::Keys(_)
+            | Command::Stats { .. } => (None, None),
         };
         if let Some(listen) = producer.and_then(|p| p.listen) {
             out.push(("producer.listen", json!(listen.to_string())));
@@ -306,10 +321,13 @@ impl Cli {
                 out.push(("worker.grace_ms", json!(grace.saturating_mul(1000))));
             }
         }
-        if let Command::Worker(args) = &self.command
-            && args.no_dispatcher
-        {
-            out.push(("dispatcher.enabled", json!(false)));
+        if let Command::Worker(args) = &self.command {
+            if args.no_dispatcher {
+                out.push(("dispatcher.enabled", json!(false)));
+            }
+            if let Some(listen) = args.listen {
+                out.push(("worker.listen", json!(listen.to_string())));
+            }
         }
         out
     }

@@ -54,6 +54,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             return ops::jobs(&store, command).await;
         }
         Command::Keys(_) => return Ok(()),
+        Command::Stats { json, watch } => {
+            let store = store::Store::connect(&settings.database)?;
+            return ops::stats(&store, &settings, json, watch).await;
+        }
         Command::Migrate => {
             app::migrate(&settings).await?;
             tracing::info!("migrations applied");

@@ -331,6 +331,125 @@ pub async fn jobs(store: &Store, command: JobsCommand) -> anyhow::Result<()> {
     }
 }
 
+/// `conveyor stats`: the ledger's per-queue numbers plus live consumer counts from
+/// RabbitMQ (`-` when the broker cannot be reached).
+///
+/// # Errors
+/// An unreachable database.
+pub async fn stats(
+    store: &Store,
+    settings: &crate::config::Settings,
+    json: bool,
+    watch: Option<u64>,
+) -> anyhow::Result<()> {
+    loop {
+        let stats = store
+            .queue_stats()
+            .await
+            .context("cannot read queue stats from Postgres")?;
+        let consumers = consumer_counts(settings, stats.iter().map(|q| q.queue.as_str())).await;
+        if json {
+            let rows: Vec<Value> = stats
+                .iter()
+                .zip(&consumers)
+                .map(|(q, c)| {
+                    let mut row = serde_json::to_value(q).unwrap_or(Value::Null);
+                    row["consumers"] = c.map_or(Value::Null, Value::from);
+                    row
+                })
+                .collect();
+            print_json(&rows)?;
+        } else {
+            if watch.is_some() {
+                print!(
+                    "\x1b[2J\x1b[H{}\n\n",
+                    Utc::now().format("%Y-%m-%d %H:%M:%S UTC")
+                );
+            }
+            let rows = stats
+                .iter()
+                .zip(&consumers)
+                .map(|(q, c)| {
+                    vec![
+                        q.queue.clone(),
+                        q.ready.to_string(),
+                        q.running.to_string(),
+                        q.scheduled.to_string(),
+                        q.retrying.to_string(),
+                        q.dead.to_string(),
+                        format!("{:.1}s", q.oldest_ready_age_seconds),
+                        q.completed_last_minute.to_string(),
+                        q.failed_last_minute.to_string(),
+                        c.map_or_else(|| "-".into(), |c| c.to_string()),
+                    ]
+                })
+                .collect();
+            let headers = [
+                "QUEUE",
+                "READY",
+                "RUNNING",
+                "SCHEDULED",
+                "RETRYING",
+                "DEAD",
+                "OLDEST",
+                "DONE/1M",
+                "FAILED/1M",
+                "CONSUMERS",
+            ];
+            print!("{}", table(&headers, rows));
+            if stats.is_empty() {
+                println!("(no queue has work or recent attempts)");
+            }
+        }
+        let Some(every) = watch else { return Ok(()) };
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(every.max(1))) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
+async fn consumer_counts<'a>(
+    settings: &crate::config::Settings,
+    queues: impl Iterator<Item = &'a str>,
+) -> Vec<Option<u32>> {
+    let queues: Vec<&str> = queues.collect();
+    let topology = crate::app::topology(settings);
+    let Ok(connection) =
+        broker::connect(&settings.broker, &format!("{}-stats", settings.namespace)).await
+    else {
+        return vec![None; queues.len()];
+    };
+    let mut counts = Vec::with_capacity(queues.len());
+    for queue in queues {
+        let count = async {
+            // A passive declare of a missing queue closes the channel: one per queue.
+            let channel = connection.create_channel().await.ok()?;
+            let options = lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            };
+            let declared = channel
+                .queue_declare(
+                    topology.queue(queue).as_str().into(),
+                    options,
+                    lapin::types::FieldTable::default(),
+                )
+                .await
+                .ok()?;
+            Some(declared.consumer_count())
+        };
+        counts.push(
+            tokio::time::timeout(Duration::from_secs(5), count)
+                .await
+                .ok()
+                .flatten(),
+        );
+    }
+    let _ = connection.close(200, "stats done".into()).await;
+    counts
+}
+
 async fn select(
     store: &Store,
     ids: &[String],

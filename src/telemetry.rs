@@ -27,3 +27,102 @@ pub fn init(format: LogFormat) {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
 }
+
+/// The process's Prometheus recorder, installed on first use.
+pub fn prometheus() -> &'static metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let seconds = [
+            0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+        ];
+        let builder = metrics_exporter_prometheus::PrometheusBuilder::new();
+        // The bucket list is a non-empty literal, so setting it cannot fail.
+        let builder = builder
+            .set_buckets(&seconds)
+            .unwrap_or_else(|_| metrics_exporter_prometheus::PrometheusBuilder::new());
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!(
+                "a metrics recorder was already installed; /metrics shows only the ledger gauges"
+            );
+        }
+        handle
+    })
+}
+
+/// Renders `/metrics`: this process's counters and histograms, then per-queue gauges
+/// read from the ledger at scrape time (so every process reports the same queue view).
+pub fn metrics_renderer(store: store::Store) -> producer::MetricsRender {
+    let handle = prometheus();
+    std::sync::Arc::new(move || {
+        let store = store.clone();
+        Box::pin(async move {
+            let mut text = handle.render();
+            match tokio::time::timeout(std::time::Duration::from_secs(5), store.queue_stats()).await
+            {
+                Ok(Ok(stats)) => text.push_str(&queue_gauges(&stats)),
+                Ok(Err(e)) => tracing::warn!(error = %e, "queue gauges unavailable"),
+                Err(_) => tracing::warn!("queue gauges timed out"),
+            }
+            text
+        })
+    })
+}
+
+/// Per-queue ledger gauges in Prometheus text format.
+pub fn queue_gauges(stats: &[store::QueueStats]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP conveyor_queue_jobs Jobs per queue and state, from the ledger."
+    );
+    let _ = writeln!(out, "# TYPE conveyor_queue_jobs gauge");
+    for q in stats {
+        for (state, n) in [
+            ("ready", q.ready),
+            ("running", q.running),
+            ("scheduled", q.scheduled),
+            ("retrying", q.retrying),
+            ("dead", q.dead),
+        ] {
+            let _ = writeln!(
+                out,
+                "conveyor_queue_jobs{{queue=\"{}\",state=\"{state}\"}} {n}",
+                q.queue
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP conveyor_queue_oldest_ready_age_seconds Age of the oldest job waiting for a worker (scale workers on this)."
+    );
+    let _ = writeln!(out, "# TYPE conveyor_queue_oldest_ready_age_seconds gauge");
+    for q in stats {
+        let _ = writeln!(
+            out,
+            "conveyor_queue_oldest_ready_age_seconds{{queue=\"{}\"}} {}",
+            q.queue, q.oldest_ready_age_seconds
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP conveyor_queue_attempts_last_minute Attempts finished in the last minute, by result."
+    );
+    let _ = writeln!(out, "# TYPE conveyor_queue_attempts_last_minute gauge");
+    for q in stats {
+        let _ = writeln!(
+            out,
+            "conveyor_queue_attempts_last_minute{{queue=\"{}\",result=\"completed\"}} {}",
+            q.queue, q.completed_last_minute
+        );
+        let _ = writeln!(
+            out,
+            "conveyor_queue_attempts_last_minute{{queue=\"{}\",result=\"failed\"}} {}",
+            q.queue, q.failed_last_minute
+        );
+    }
+    out
+}

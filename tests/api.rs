@@ -385,6 +385,7 @@ async fn the_openapi_document_covers_every_route_and_error_shape() {
         ("/v1/jobs/{id}/cancel", vec!["post"]),
         ("/healthz", vec!["get"]),
         ("/readyz", vec!["get"]),
+        ("/metrics", vec!["get"]),
         ("/openapi.json", vec!["get"]),
     ];
     let paths = spec["paths"].as_object().unwrap();

@@ -135,6 +135,10 @@ impl Publisher {
                     generation: slot.generation,
                 });
                 slot.live = Some(Arc::clone(&live));
+                if slot.generation > 1 {
+                    metrics::counter!("conveyor_reconnects_total", "component" => "publisher")
+                        .increment(1);
+                }
                 tracing::info!(connection = %self.name, "publisher connected to the broker");
                 Ok(live)
             }
@@ -289,6 +293,7 @@ impl Publisher {
             .with_headers(headers);
         let limit = self.settings.publish_timeout();
         let body = envelope.to_bytes();
+        let started = std::time::Instant::now();
         let confirm = bounded(
             limit,
             live.channel.basic_publish(
@@ -303,7 +308,10 @@ impl Publisher {
             ),
         )
         .await?;
-        match bounded(limit, confirm).await? {
+        let confirmation = bounded(limit, confirm).await?;
+        metrics::histogram!("conveyor_publish_confirm_seconds")
+            .record(started.elapsed().as_secs_f64());
+        match confirmation {
             Confirmation::Ack(None) => Ok(()),
             Confirmation::Ack(Some(_)) => Err(Error::Unroutable(envelope.queue.clone())),
             Confirmation::Nack(_) => Err(Error::Nacked),

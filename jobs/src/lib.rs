@@ -8,6 +8,7 @@
 //! - [`handler`] — [`JobArgs`], [`Handler`], [`Job`], per-kind [`JobOptions`].
 //! - [`registry`] — kind → handler ([`Registry`]) and kind → validator ([`Catalog`]).
 //! - [`backoff`] — exponential backoff with full jitter.
+//! - [`trace`] — W3C trace context carried from the request to every attempt.
 //! - [`kinds`] — the kinds Conveyor ships.
 
 pub mod backoff;
@@ -16,9 +17,11 @@ pub mod handler;
 pub mod kinds;
 pub mod model;
 pub mod registry;
+pub mod trace;
 
 pub use backoff::RetryPolicy;
 pub use error::{FieldError, JobError, RegistryError, ResultExt, UnknownKind, ValidationErrors};
 pub use handler::{Handler, Job, JobArgs, JobMeta, JobOptions};
 pub use model::{Envelope, JobId, JobState, ParseStateError};
 pub use registry::{Catalog, KindSpec, Registry};
+pub use trace::TraceContext;

@@ -45,9 +45,15 @@ use utoipa_axum::routes;
 pub use problem::ApiError;
 pub use settings::ProducerSettings;
 
+/// Renders the `/metrics` page (Prometheus text).
+pub type MetricsRender =
+    Arc<dyn Fn() -> futures_util::future::BoxFuture<'static, String> + Send + Sync>;
+
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
+    /// Renders `/metrics`; without it the route answers 404.
+    pub metrics: Option<MetricsRender>,
     /// The ledger.
     pub store: Store,
     /// The confirmed publisher.
@@ -77,6 +83,7 @@ impl AppState {
             format!("configuration key `producer.api_keys[{i}]`: expected sha256:<64 hex digits> (make one with `conveyor keys new`)")
         })?;
         Ok(Self {
+            metrics: None,
             store,
             publisher,
             catalog,
@@ -84,6 +91,15 @@ impl AppState {
             settings: Arc::new(settings),
             keys: Arc::new(keys),
         })
+    }
+}
+
+impl AppState {
+    /// Serves `/metrics` with `render`.
+    #[must_use]
+    pub fn with_metrics(mut self, render: MetricsRender) -> Self {
+        self.metrics = Some(render);
+        self
     }
 }
 
@@ -145,6 +161,7 @@ fn routers() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
     let public = OpenApiRouter::new()
         .routes(routes!(routes::healthz))
         .routes(routes!(routes::readyz))
+        .routes(routes!(routes::metrics))
         .routes(routes!(openapi_json));
     (protected, public)
 }
@@ -203,11 +220,27 @@ pub fn app(state: AppState) -> Router {
         router = router.layer(cors);
     }
     router
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
-            let request_id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
-            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %request_id)
-        }))
-        .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                let request_id = request
+                    .headers()
+                    .get(REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-");
+                tracing::info_span!(
+                    "request",
+                    method = %request.method(),
+                    path = %request.uri().path(),
+                    request_id = %request_id,
+                    trace_id = tracing::field::Empty,
+                    span_id = tracing::field::Empty,
+                    parent_span_id = tracing::field::Empty,
+                )
+            }),
+        )
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+        ]))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, NewRequestId))
         .with_state(state)

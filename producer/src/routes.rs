@@ -136,6 +136,8 @@ pub struct JobView {
     pub last_error: Option<String>,
     /// Idempotency key.
     pub idempotency_key: Option<String>,
+    /// W3C trace context of the request that enqueued it (the parent of every attempt).
+    pub traceparent: Option<String>,
     /// Times replayed.
     pub replay_count: u32,
     /// Accepted at.
@@ -162,6 +164,7 @@ impl From<JobRecord> for JobView {
             result: r.result,
             last_error: r.last_error,
             idempotency_key: r.idempotency_key,
+            traceparent: r.traceparent,
             replay_count: r.replay_count,
             created_at: r.created_at,
             updated_at: r.updated_at,
@@ -293,20 +296,24 @@ fn idempotency_key(
     Ok(key)
 }
 
+/// The trace context this request's jobs carry: the caller's trace (from its
+/// `traceparent` header) continued in a span of the intake's own, or a new trace.
+/// Recorded on the request's span, so its log lines carry the ids.
 fn traceparent(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get("traceparent")?.to_str().ok()?;
-    let parts: Vec<&str> = value.split('-').collect();
-    let hex = |s: &str, n: usize| {
-        s.len() == n
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    };
-    (parts.len() == 4
-        && hex(parts[0], 2)
-        && hex(parts[1], 32)
-        && hex(parts[2], 16)
-        && hex(parts[3], 2))
-    .then(|| value.to_owned())
+    let caller = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(jobs::TraceContext::parse);
+    let context = caller
+        .as_ref()
+        .map_or_else(jobs::TraceContext::new_root, jobs::TraceContext::child);
+    let span = tracing::Span::current();
+    span.record("trace_id", context.trace_id.as_str());
+    span.record("span_id", context.span_id.as_str());
+    if let Some(caller) = &caller {
+        span.record("parent_span_id", caller.span_id.as_str());
+    }
+    Some(context.to_string())
 }
 
 /// Validates a request into a job to record. Every problem is reported at once.
@@ -447,6 +454,7 @@ pub async fn create_job(
         }
         Insert::Created(record) => record,
     };
+    accepted(&record);
     if record.state == JobState::Enqueued {
         publish_all(&state, &reservation, &[&record]).await;
     }
@@ -461,6 +469,11 @@ pub async fn create_job(
         Json(body),
     )
         .into_response())
+}
+
+fn accepted(record: &JobRecord) {
+    metrics::counter!("conveyor_jobs_accepted_total", "kind" => record.kind.clone(), "queue" => record.queue.clone())
+        .increment(1);
 }
 
 /// Reserves confirm slots for `n` publishes before anything is stored: when the broker
@@ -645,6 +658,11 @@ pub async fn create_batch(
             Insert::Created(record) | Insert::Existing(record) => record,
         })
         .collect();
+    for (record, job) in records.iter().zip(&jobs) {
+        if record.id == job.id {
+            accepted(record);
+        }
+    }
     let fresh: Vec<&JobRecord> = records
         .iter()
         .zip(&jobs)
@@ -776,6 +794,28 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         );
     }
     response
+}
+
+/// `GET /metrics`: Prometheus text — this process's job counters and latency
+/// histograms, and per-queue gauges from the ledger (ready, running, scheduled,
+/// retrying, dead, oldest ready age).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "health",
+    responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain"))
+)]
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    match &state.metrics {
+        Some(render) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            render().await,
+        )
+            .into_response(),
+        None => {
+            ApiError::NotFound("metrics are not enabled in this process".into()).into_response()
+        }
+    }
 }
 
 /// Removes anything that looks like URL credentials from a message.

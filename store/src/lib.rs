@@ -3,6 +3,7 @@
 //! at run time (`sqlx::query`), not at compile time, so building needs no database.
 //!
 //! # Layout
+//! - [`stats`] — per-queue numbers for `conveyor stats` and `/metrics`.
 //! - [`settings`] — [`DatabaseSettings`] and connecting.
 //! - [`ledger`] — the [`Store`] and its queries.
 //! - [`dead`] — dead letters and operator actions (replay, purge, cancel, retry).
@@ -12,6 +13,7 @@ pub mod dead;
 pub mod error;
 pub mod ledger;
 pub mod settings;
+pub mod stats;
 
 pub use dead::{
     AttemptRecord, CancelOutcome, DeadFilter, DeadLetter, DeadLetterDetail, ErrorGroup,
@@ -23,6 +25,7 @@ pub use ledger::{
     WorkerId,
 };
 pub use settings::DatabaseSettings;
+pub use stats::QueueStats;
 
 /// The schema's migrations, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");

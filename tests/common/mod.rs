@@ -100,7 +100,15 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings), roles: Roles)
         running: Some(running),
     };
     if roles.worker {
-        app.wait_until_consuming("default").await;
+        let queue = app
+            .settings
+            .worker
+            .queues
+            .keys()
+            .next()
+            .cloned()
+            .unwrap_or_else(|| "default".into());
+        app.wait_until_consuming(&queue).await;
     }
     app
 }

@@ -128,7 +128,10 @@ impl Archive {
         })
         .await;
         match result {
-            Some(Ok(())) => Disposition::Ack,
+            Some(Ok(())) => {
+                metrics::counter!("conveyor_dead_letters_archived_total", "reason" => classified.reason).increment(1);
+                Disposition::Ack
+            }
             Some(Err(e)) => {
                 tracing::error!(error = %e, "could not archive a dead letter; leaving it queued");
                 Disposition::Abandon

@@ -29,6 +29,7 @@ use crate::settings::WorkerSettings;
 
 /// A worker process's consuming half.
 pub struct Worker {
+    status: Arc<WorkerStatus>,
     settings: WorkerSettings,
     broker: BrokerSettings,
     topology: Topology,
@@ -44,6 +45,13 @@ impl std::fmt::Debug for Worker {
             .field("name", &self.name)
             .finish_non_exhaustive()
     }
+}
+
+/// What a worker reports about itself while it runs.
+#[derive(Debug, Default)]
+pub struct WorkerStatus {
+    /// Consuming from the broker right now.
+    pub connected: std::sync::atomic::AtomicBool,
 }
 
 enum Source {
@@ -75,6 +83,7 @@ impl Worker {
             )
         });
         Self {
+            status: Arc::new(WorkerStatus::default()),
             settings,
             broker,
             topology,
@@ -83,6 +92,11 @@ impl Worker {
             id,
             name,
         }
+    }
+
+    /// Live status, for readiness checks.
+    pub fn status(&self) -> Arc<WorkerStatus> {
+        Arc::clone(&self.status)
     }
 
     /// This worker's id (its row in `workers`, and the holder of the jobs it runs).
@@ -166,6 +180,11 @@ impl Worker {
             {
                 SessionEnd::Shutdown => break,
                 SessionEnd::Lost(why) => {
+                    self.status
+                        .connected
+                        .store(false, std::sync::atomic::Ordering::Relaxed);
+                    metrics::counter!("conveyor_reconnects_total", "component" => "worker")
+                        .increment(1);
                     if started.elapsed() > Duration::from_secs(30) {
                         delay = Duration::from_millis(100);
                     }
@@ -186,6 +205,9 @@ impl Worker {
         if let Err(e) = self.store.deregister(self.id).await {
             tracing::warn!(error = %e, "could not deregister the worker");
         }
+        self.status
+            .connected
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(worker = %self.name, "worker stopped");
     }
 
@@ -217,6 +239,13 @@ impl Worker {
             }
         };
         tracing::info!(worker = %self.name, "consuming");
+        for (queue, concurrency) in queues {
+            metrics::gauge!("conveyor_worker_concurrency", "queue" => queue.clone())
+                .set(f64::from(*concurrency));
+        }
+        self.status
+            .connected
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let mut streams = streams;
         loop {
             tokio::select! {

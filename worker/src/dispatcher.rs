@@ -107,6 +107,7 @@ impl Dispatcher {
                 "some due jobs could not be published; retrying after dispatcher.unconfirmed_after_ms"
             );
         }
+        metrics::counter!("conveyor_dispatcher_published_total").increment(published.len() as u64);
         self.store.mark_published(&published).await?;
         Ok(due.len())
     }

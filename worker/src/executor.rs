@@ -80,6 +80,9 @@ impl Executor {
             kind = %envelope.kind,
             queue = %envelope.queue,
             attempt = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+            parent_span_id = tracing::field::Empty,
         );
         self.execute_envelope(envelope).instrument(span).await
     }
@@ -107,15 +110,43 @@ impl Executor {
                 return Disposition::Reject;
             }
         };
-        tracing::Span::current().record("attempt", job.attempt);
+        let span = tracing::Span::current();
+        span.record("attempt", job.attempt);
+        // Each attempt is a child of the span that enqueued the job.
+        if let Some(parent) = job
+            .traceparent
+            .as_deref()
+            .and_then(jobs::TraceContext::parse)
+        {
+            span.record("trace_id", parent.trace_id.as_str());
+            span.record("parent_span_id", parent.span_id.as_str());
+            span.record("span_id", jobs::trace::new_span_id().as_str());
+        }
+        let labels = [("kind", job.kind.clone()), ("queue", job.queue.clone())];
+        metrics::counter!("conveyor_jobs_started_total", &labels).increment(1);
+        let waited = (chrono::Utc::now() - envelope.enqueued_at)
+            .to_std()
+            .unwrap_or_default();
+        metrics::histogram!("conveyor_job_queue_wait_seconds", &labels)
+            .record(waited.as_secs_f64());
+        let in_flight = metrics::gauge!("conveyor_worker_in_flight", "queue" => job.queue.clone());
+        in_flight.increment(1.0);
         let started = std::time::Instant::now();
         let (run, policy) = self.run(&job).await;
+        metrics::histogram!("conveyor_job_run_seconds", &labels)
+            .record(started.elapsed().as_secs_f64());
         let outcome = decide(run, job.attempt, job.max_attempts, &policy, fastrand::f64());
         tracing::info!(
             outcome = outcome_name(&outcome),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "attempt finished"
         );
+        let outcome_counter = match &outcome {
+            store::Outcome::Completed { .. } => "conveyor_jobs_completed_total",
+            store::Outcome::Retry { .. } => "conveyor_jobs_retried_total",
+            store::Outcome::Dead { .. } => "conveyor_jobs_dead_total",
+            store::Outcome::Snooze { .. } => "conveyor_jobs_snoozed_total",
+        };
         let finish = Finish {
             id: job.id,
             attempt: job.attempt,
@@ -123,13 +154,17 @@ impl Executor {
             started_at: job.started_at,
             outcome,
         };
-        match until_ok("recording the outcome", &self.abandon, || {
+        let recorded = until_ok("recording the outcome", &self.abandon, || {
             self.store.finish(&finish)
         })
-        .await
-        {
+        .await;
+        in_flight.decrement(1.0);
+        match recorded {
             None => Disposition::Abandon,
-            Some(Ok(true)) => Disposition::Ack,
+            Some(Ok(true)) => {
+                metrics::counter!(outcome_counter, &labels).increment(1);
+                Disposition::Ack
+            }
             Some(Ok(false)) => {
                 tracing::warn!(
                     "job was taken over (rescued or cancelled) while running; outcome dropped"

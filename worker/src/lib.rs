@@ -22,7 +22,7 @@ pub mod retry;
 pub mod settings;
 pub mod startup;
 
-pub use consumer::Worker;
+pub use consumer::{Worker, WorkerStatus};
 pub use dispatcher::Dispatcher;
 pub use executor::Executor;
 pub use settings::{DispatcherSettings, WorkerSettings};

@@ -25,6 +25,8 @@ pub struct WorkerSettings {
     pub name: Option<String>,
     /// Registers the misbehaving `test.*` kinds (for Conveyor's own tests only).
     pub test_kinds: bool,
+    /// Where the worker serves `/metrics`, `/healthz` and `/readyz` (off when unset).
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for WorkerSettings {
@@ -37,6 +39,7 @@ impl Default for WorkerSettings {
             lost_after_ms: 30_000,
             name: None,
             test_kinds: false,
+            listen: None,
         }
     }
 }
