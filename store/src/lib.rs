@@ -13,7 +13,8 @@ pub mod settings;
 
 pub use error::Error;
 pub use ledger::{
-    Claim, ClaimedJob, DueJob, Finish, Insert, JobRecord, NewJob, Outcome, Store, WorkerId,
+    Claim, ClaimedJob, DueJob, Finish, Finished, Insert, JobRecord, NewJob, Outcome, Store,
+    WorkerId,
 };
 pub use settings::DatabaseSettings;
 

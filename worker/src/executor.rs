@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use jobs::{Envelope, JobMeta, Registry};
-use store::{Claim, ClaimedJob, Finish, Store, WorkerId};
+use store::{Claim, ClaimedJob, Finish, Finished, Store, WorkerId};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -137,9 +137,14 @@ impl Executor {
         .await
         {
             None => Disposition::Abandon,
-            Some(Ok(true)) => Disposition::Ack,
-            Some(Ok(false)) => {
+            Some(Ok(Finished::Recorded)) => Disposition::Ack,
+            Some(Ok(Finished::AlreadyCompleted)) => {
+                tracing::debug!("the handler completed the job in its own transaction");
+                Disposition::Ack
+            }
+            Some(Ok(Finished::TakenOver(state))) => {
                 tracing::warn!(
+                    state = state.map_or("gone", |s| s.as_str()),
                     "job was taken over (rescued or cancelled) while running; outcome dropped"
                 );
                 Disposition::Ack
