@@ -8,9 +8,12 @@
 //! - [`handler`] — [`JobArgs`], [`Handler`], [`Job`], per-kind [`JobOptions`].
 //! - [`registry`] — kind → handler ([`Registry`]) and kind → validator ([`Catalog`]).
 //! - [`backoff`] — exponential backoff with full jitter.
-//! - [`kinds`] — the kinds Conveyor ships.
+//! - [`domain`] — validated values the business kinds share ([`EmailAddress`],
+//!   [`Currency`], money in minor units).
+//! - [`kinds`] — the kinds Conveyor ships: `noop`, `email.send`.
 
 pub mod backoff;
+pub mod domain;
 pub mod error;
 pub mod handler;
 pub mod kinds;
@@ -18,7 +21,10 @@ pub mod model;
 pub mod registry;
 
 pub use backoff::RetryPolicy;
-pub use error::{FieldError, JobError, RegistryError, ResultExt, UnknownKind, ValidationErrors};
+pub use domain::{Currency, EmailAddress};
+pub use error::{
+    FieldError, JobError, LedgerError, RegistryError, ResultExt, UnknownKind, ValidationErrors,
+};
 pub use handler::{Handler, Job, JobArgs, JobMeta, JobOptions};
 pub use model::{Envelope, JobId, JobState, ParseStateError};
 pub use registry::{Catalog, KindSpec, Registry};

@@ -1,18 +1,25 @@
 //! The kinds Conveyor ships. Adding a kind is one module here plus one line in
 //! [`catalog`] (and one in the worker's registry wiring).
+//!
+//! - [`noop`] — does nothing; for smoke tests and benchmarks.
+//! - [`email`] — `email.send`: render and send one email, at least once, deduplicated.
+//! - [`testing`] — misbehaving kinds for Conveyor's own tests.
 
+pub mod email;
 pub mod noop;
 pub mod testing;
 
 use crate::registry::Catalog;
 
-/// Every shipped kind, for intake validation.
+/// Every shipped kind (not the test kinds), for intake validation without any
+/// handler: what a producer-only process needs.
 pub fn catalog() -> Catalog {
     let mut catalog = Catalog::new();
     // Kinds are distinct constants; a duplicate here is a programming error caught by
     // the unit test below.
     catalog
         .add::<noop::Noop>()
+        .and_then(|c| c.add::<email::SendEmail>())
         .expect("shipped kinds are distinct");
     catalog
 }
@@ -21,6 +28,6 @@ pub fn catalog() -> Catalog {
 mod tests {
     #[test]
     fn shipped_catalog_builds() {
-        assert!(super::catalog().kinds().contains(&"noop"));
+        assert_eq!(super::catalog().kinds(), ["email.send", "noop"]);
     }
 }
