@@ -10,7 +10,7 @@
 //! - [`backoff`] — exponential backoff with full jitter.
 //! - [`domain`] — validated values the business kinds share ([`EmailAddress`],
 //!   [`Currency`], money in minor units).
-//! - [`kinds`] — the kinds Conveyor ships: `noop`, `email.send`.
+//! - [`kinds`] — the kinds Conveyor ships: `noop`, `order.process`, `email.send`.
 
 pub mod backoff;
 pub mod domain;

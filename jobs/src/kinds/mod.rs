@@ -2,11 +2,13 @@
 //! [`catalog`] (and one in the worker's registry wiring).
 //!
 //! - [`noop`] — does nothing; for smoke tests and benchmarks.
+//! - [`order`] — `order.process`: price, take stock, record, notify; once per order id.
 //! - [`email`] — `email.send`: render and send one email, at least once, deduplicated.
 //! - [`testing`] — misbehaving kinds for Conveyor's own tests.
 
 pub mod email;
 pub mod noop;
+pub mod order;
 pub mod testing;
 
 use crate::registry::Catalog;
@@ -19,6 +21,7 @@ pub fn catalog() -> Catalog {
     // the unit test below.
     catalog
         .add::<noop::Noop>()
+        .and_then(|c| c.add::<order::ProcessOrder>())
         .and_then(|c| c.add::<email::SendEmail>())
         .expect("shipped kinds are distinct");
     catalog
@@ -28,6 +31,9 @@ pub fn catalog() -> Catalog {
 mod tests {
     #[test]
     fn shipped_catalog_builds() {
-        assert_eq!(super::catalog().kinds(), ["email.send", "noop"]);
+        assert_eq!(
+            super::catalog().kinds(),
+            ["email.send", "noop", "order.process"]
+        );
     }
 }
