@@ -840,6 +840,35 @@ pub(crate) async fn record_outcome(
     Ok(true)
 }
 
+/// Records a new job inside the caller's transaction, `scheduled` and due now, so it
+/// exists exactly when the transaction's other effects do (transactional enqueue). The
+/// dispatcher publishes it; the `NOTIFY` wakes it when the transaction commits.
+///
+/// # Errors
+/// When the database fails.
+pub(crate) async fn enqueue_in(
+    conn: &mut PgConnection,
+    id: JobId,
+    kind: &str,
+    queue: &str,
+    args: &Value,
+    max_attempts: u32,
+) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO jobs (id, kind, queue, args, state, max_attempts, run_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, now())",
+    )
+    .bind(id.as_uuid())
+    .bind(kind)
+    .bind(queue)
+    .bind(Json(args))
+    .bind(JobState::Scheduled.as_str())
+    .bind(clamp_i32(u64::from(max_attempts)))
+    .execute(&mut *conn)
+    .await?;
+    notify_due(conn).await
+}
+
 /// Wakes the dispatchers (delivered when the transaction commits).
 async fn notify_due(conn: &mut PgConnection) -> Result<(), Error> {
     sqlx::query("SELECT pg_notify('conveyor_due', '')")

@@ -1,14 +1,20 @@
 //! How jobs are remembered: the Postgres ledger of jobs, attempts, dead letters and
-//! workers, its embedded migrations, and every query Conveyor runs. Queries are checked
+//! workers, the shipped kinds' business tables (products, orders, sent emails), its
+//! embedded migrations, and every query Conveyor runs. Queries are checked
 //! at run time (`sqlx::query`), not at compile time, so building needs no database.
 //!
 //! # Layout
 //! - [`settings`] — [`DatabaseSettings`] and connecting.
 //! - [`ledger`] — the [`Store`] and its queries.
+//! - [`orders`] — `order.process`'s port ([`jobs::kinds::order::OrderLedger`]), the
+//!   product catalog and its CSV format.
+//! - [`emails`] — `email.send`'s record of sent messages ([`jobs::kinds::email::SentLog`]).
 //! - [`error`] — [`Error`], with constraint violations mapped to meaning.
 
+pub mod emails;
 pub mod error;
 pub mod ledger;
+pub mod orders;
 pub mod settings;
 
 pub use error::Error;
@@ -16,6 +22,7 @@ pub use ledger::{
     Claim, ClaimedJob, DueJob, Finish, Finished, Insert, JobRecord, NewJob, Outcome, Store,
     WorkerId,
 };
+pub use orders::{CatalogError, parse_catalog};
 pub use settings::DatabaseSettings;
 
 /// The schema's migrations, embedded in the binary.
