@@ -52,6 +52,22 @@ pub enum Command {
     Worker(WorkerArgs),
     /// Create the database if missing and apply migrations.
     Migrate,
+    /// Demo data for trying the shipped kinds.
+    #[command(subcommand)]
+    Demo(DemoCommand),
+}
+
+/// `conveyor demo`.
+#[derive(Debug, Subcommand)]
+pub enum DemoCommand {
+    /// Load a product catalog (CSV: sku,name,unit_price_minor,currency,stock) into
+    /// `products`, inserting new SKUs and resetting existing ones to the file's values.
+    /// Migrates the database first.
+    Seed {
+        /// The catalog file.
+        #[arg(long, value_name = "PATH", default_value = "examples/catalog.csv")]
+        file: PathBuf,
+    },
 }
 
 /// `conveyor run`.
@@ -143,7 +159,7 @@ impl Cli {
             Command::Run(args) => (Some(&args.producer), Some(&args.worker)),
             Command::Producer(args) => (Some(args), None),
             Command::Worker(args) => (None, Some(&args.worker)),
-            Command::Migrate => (None, None),
+            Command::Migrate | Command::Demo(_) => (None, None),
         };
         if let Some(listen) = producer.and_then(|p| p.listen) {
             out.push(("producer.listen", json!(listen.to_string())));
@@ -190,6 +206,19 @@ mod tests {
             .find(|(k, _)| *k == "worker.queues")
             .unwrap();
         assert_eq!(queues.1, json!({"orders": 32, "emails": 0}));
+    }
+
+    #[test]
+    fn demo_seed_defaults_to_the_example_catalog() {
+        let cli = Cli::try_parse_from(["conveyor", "demo", "seed"]).unwrap();
+        let Command::Demo(DemoCommand::Seed { file }) = cli.command else {
+            panic!("expected demo seed, got {:?}", cli.command);
+        };
+        assert_eq!(file, PathBuf::from("examples/catalog.csv"));
+        let cli = Cli::try_parse_from(["conveyor", "demo", "seed", "--file", "shop.csv"]).unwrap();
+        assert!(
+            matches!(cli.command, Command::Demo(DemoCommand::Seed { file }) if file.as_os_str() == "shop.csv")
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! - [`archive`] — the dead-letter queue → `dead_letters`.
 //! - [`retry`] — waiting out an unavailable database without losing the delivery.
 //! - [`mailer`] — [`SmtpMailer`], `email.send`'s SMTP adapter, and [`SmtpSettings`].
-//! - [`startup`] — the registry of shipped kinds.
+//! - [`startup`] — the catalog and registry of shipped kinds.
 
 pub mod archive;
 pub mod consumer;
