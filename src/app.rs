@@ -3,11 +3,12 @@
 //! fires, then drains.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
 use broker::{Publisher, Topology};
-use jobs::Registry;
+use jobs::{Catalog, Registry};
 use store::Store;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -79,9 +80,7 @@ pub fn topology(settings: &Settings) -> Topology {
 /// # Errors
 /// A registry wiring mistake.
 pub fn catalog(settings: &Settings) -> anyhow::Result<jobs::Catalog> {
-    Ok(worker::startup::registry(settings.worker.test_kinds)?
-        .catalog()
-        .clone())
+    Ok(worker::startup::catalog(settings.worker.test_kinds)?)
 }
 
 /// Creates the database if needed and applies migrations.
@@ -100,7 +99,29 @@ pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts `roles` with the shipped kinds.
+/// Seeds the demo product catalog from the CSV file at `path` (see
+/// [`store::parse_catalog`]): creates and migrates the database if needed, then upserts
+/// every product, resetting its stock to the file's. Returns how many were written.
+///
+/// # Errors
+/// When the file cannot be read or parsed (naming line and column), or Postgres fails.
+pub async fn seed_demo(settings: &Settings, path: &Path) -> anyhow::Result<u64> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let products =
+        store::parse_catalog(&text).with_context(|| format!("{} is malformed", path.display()))?;
+    migrate(settings).await?;
+    let store = Store::connect(&settings.database)?;
+    let written = store
+        .upsert_products(&products)
+        .await
+        .context("writing the products failed")?;
+    store.pool().close().await;
+    Ok(written)
+}
+
+/// Starts `roles` with the shipped kinds. Only a process that runs the worker role
+/// builds the handlers (and their SMTP mailer); the intake needs only the catalog.
 ///
 /// # Errors
 /// When the listener cannot bind or the settings are unusable.
@@ -109,21 +130,35 @@ pub async fn start(
     roles: Roles,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Running> {
-    let registry = worker::startup::registry(settings.worker.test_kinds)?;
-    start_with(settings, roles, registry, shutdown).await
+    let store = Store::connect(&settings.database).context("database.url")?;
+    let test_kinds = settings.worker.test_kinds;
+    let catalog = worker::startup::catalog(test_kinds)?;
+    let registry = if roles.worker {
+        let mailer = worker::SmtpMailer::new(&settings.smtp).context("smtp settings")?;
+        Some(worker::startup::registry(
+            test_kinds,
+            store.clone(),
+            mailer,
+        )?)
+    } else {
+        None
+    };
+    start_with(settings, roles, store, catalog, registry, shutdown).await
 }
 
-/// Starts `roles` running the kinds in `registry` (tests add test-only kinds).
+/// Starts `roles` on `store`: the intake validates against `catalog`, the worker runs
+/// the handlers of `registry` (required when `roles.worker`).
 ///
 /// # Errors
-/// When the listener cannot bind or the settings are unusable.
+/// When the listener cannot bind, or a worker is asked for without a registry.
 pub async fn start_with(
     settings: Settings,
     roles: Roles,
-    registry: Registry,
+    store: Store,
+    catalog: Catalog,
+    registry: Option<Registry>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Running> {
-    let store = Store::connect(&settings.database).context("database.url")?;
     let topology = topology(&settings);
     let mut tasks = JoinSet::new();
     let mut producer_addr = None;
@@ -148,7 +183,7 @@ pub async fn start_with(
         let state = producer::AppState::new(
             store.clone(),
             publisher,
-            Arc::new(registry.catalog().clone()),
+            Arc::new(catalog),
             settings.producer.clone(),
         )
         .map_err(anyhow::Error::msg)?
@@ -182,6 +217,7 @@ pub async fn start_with(
     }
 
     if roles.worker {
+        let registry = registry.context("a worker needs the registry of its kinds")?;
         let worker = worker::Worker::new(
             settings.worker.clone(),
             settings.broker.clone(),

@@ -71,6 +71,22 @@ pub enum Command {
         #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "2")]
         watch: Option<u64>,
     },
+    /// Demo data for trying the shipped kinds.
+    #[command(subcommand)]
+    Demo(DemoCommand),
+}
+
+/// `conveyor demo`.
+#[derive(Debug, Subcommand)]
+pub enum DemoCommand {
+    /// Load a product catalog (CSV: sku,name,unit_price_minor,currency,stock) into
+    /// `products`, inserting new SKUs and resetting existing ones to the file's values.
+    /// Migrates the database first.
+    Seed {
+        /// The catalog file.
+        #[arg(long, value_name = "PATH", default_value = "examples/catalog.csv")]
+        file: PathBuf,
+    },
 }
 
 /// `conveyor keys`.
@@ -303,7 +319,8 @@ impl Cli {
             | Command::Dead(_)
             | Command::Jobs(_)
             | Command::Keys(_)
-            | Command::Stats { .. } => (None, None),
+            | Command::Stats { .. }
+            | Command::Demo(_) => (None, None),
         };
         if let Some(listen) = producer.and_then(|p| p.listen) {
             out.push(("producer.listen", json!(listen.to_string())));
@@ -381,6 +398,19 @@ mod tests {
         assert_eq!(rate, Some(50));
         assert!(dry_run);
         assert!(Cli::try_parse_from(["conveyor", "dead", "replay", "--rate", "0"]).is_err());
+    }
+
+    #[test]
+    fn demo_seed_defaults_to_the_example_catalog() {
+        let cli = Cli::try_parse_from(["conveyor", "demo", "seed"]).unwrap();
+        let Command::Demo(DemoCommand::Seed { file }) = cli.command else {
+            panic!("expected demo seed, got {:?}", cli.command);
+        };
+        assert_eq!(file, PathBuf::from("examples/catalog.csv"));
+        let cli = Cli::try_parse_from(["conveyor", "demo", "seed", "--file", "shop.csv"]).unwrap();
+        assert!(
+            matches!(cli.command, Command::Demo(DemoCommand::Seed { file }) if file.as_os_str() == "shop.csv")
+        );
     }
 
     #[test]

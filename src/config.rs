@@ -11,7 +11,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use producer::ProducerSettings;
 use serde::{Deserialize, Serialize};
 use store::DatabaseSettings;
-use worker::{DispatcherSettings, WorkerSettings};
+use worker::{DispatcherSettings, SmtpSettings, WorkerSettings};
 
 /// Everything Conveyor can be configured with.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -29,6 +29,8 @@ pub struct Settings {
     pub worker: WorkerSettings,
     /// Publishing due work.
     pub dispatcher: DispatcherSettings,
+    /// The SMTP server `email.send` sends through.
+    pub smtp: SmtpSettings,
 }
 
 impl Default for Settings {
@@ -40,6 +42,7 @@ impl Default for Settings {
             producer: ProducerSettings::default(),
             worker: WorkerSettings::default(),
             dispatcher: DispatcherSettings::default(),
+            smtp: SmtpSettings::default(),
         }
     }
 }
@@ -173,6 +176,9 @@ impl Settings {
             problems
                 .push("configuration key `broker.delivery_limit`: must be at least 1".to_owned());
         }
+        if let Err(e) = self.smtp.validate() {
+            problems.push(format!("configuration key `{}`: {e}", e.key()));
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -254,6 +260,29 @@ mod tests {
             let err = Settings::load(&Sources::default()).unwrap_err().to_string();
             assert!(err.contains("`namespace`"), "{err}");
             assert!(err.contains("`broker.url`"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn smtp_settings_layer_and_a_bad_sender_is_named() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "conveyor.toml",
+                "[smtp]\nhost = \"mail.example.com\"\nport = 587\ntls = \"starttls\"\n",
+            )?;
+            jail.set_env("CONVEYOR_SMTP__USERNAME", "ada");
+            jail.set_env("CONVEYOR_SMTP__PASSWORD", "hunter2");
+            let settings = Settings::load(&Sources::default()).unwrap();
+            assert_eq!(settings.smtp.host, "mail.example.com");
+            assert_eq!(settings.smtp.port, 587);
+            assert_eq!(settings.smtp.tls, worker::SmtpTls::Starttls);
+            assert_eq!(settings.smtp.from, "Conveyor <conveyor@localhost>");
+            assert!(!format!("{:?}", settings.smtp).contains("hunter2"));
+
+            jail.set_env("CONVEYOR_SMTP__FROM", "nobody at all");
+            let err = Settings::load(&Sources::default()).unwrap_err().to_string();
+            assert!(err.contains("`smtp.from`"), "{err}");
             Ok(())
         });
     }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use conveyor::app::{self, Roles};
-use conveyor::cli::{Cli, Command, KeysCommand};
+use conveyor::cli::{Cli, Command, DemoCommand, KeysCommand};
 use conveyor::config::{Settings, Sources};
 use conveyor::{ops, telemetry};
 use tokio_util::sync::CancellationToken;
@@ -61,6 +61,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate => {
             app::migrate(&settings).await?;
             tracing::info!("migrations applied");
+            return Ok(());
+        }
+        Command::Demo(DemoCommand::Seed { file }) => {
+            let written = app::seed_demo(&settings, &file).await?;
+            tracing::info!(products = written, file = %file.display(), "demo catalog seeded");
             return Ok(());
         }
         Command::Run(args) => {

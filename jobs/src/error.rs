@@ -1,5 +1,6 @@
 //! Errors at the job boundary: the handler's verdict ([`JobError`]), what intake
-//! validation reports ([`ValidationErrors`]) and registry mistakes.
+//! validation reports ([`ValidationErrors`]), registry mistakes, and what a business
+//! port's database can report ([`LedgerError`]).
 
 use std::fmt;
 use std::time::Duration;
@@ -161,6 +162,23 @@ impl fmt::Display for ValidationErrors {
 }
 
 impl std::error::Error for ValidationErrors {}
+
+/// A business port's database work failed (placing an order, recording a sent email).
+/// Always infrastructure, never the job's fault: handlers answer it with a retry.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// The database is unreachable, busy, or asked for the transaction to be retried
+    /// (a serialization failure, a deadlock, a lost connection).
+    #[error("database unavailable")]
+    Transient(#[source] BoxError),
+    /// The job is no longer this attempt's to complete (rescued or cancelled while it
+    /// ran); the transaction was rolled back and nothing was written.
+    #[error("the job is no longer running as this attempt; nothing was written")]
+    NotRunning,
+    /// Any other database failure.
+    #[error("database error")]
+    Other(#[source] BoxError),
+}
 
 /// A second handler was registered for a kind that already has one.
 #[derive(Debug, thiserror::Error)]

@@ -9,9 +9,12 @@
 //! - [`registry`] — kind → handler ([`Registry`]) and kind → validator ([`Catalog`]).
 //! - [`backoff`] — exponential backoff with full jitter.
 //! - [`trace`] — W3C trace context carried from the request to every attempt.
-//! - [`kinds`] — the kinds Conveyor ships.
+//! - [`domain`] — validated values the business kinds share ([`EmailAddress`],
+//!   [`Currency`], money in minor units).
+//! - [`kinds`] — the kinds Conveyor ships: `noop`, `order.process`, `email.send`.
 
 pub mod backoff;
+pub mod domain;
 pub mod error;
 pub mod handler;
 pub mod kinds;
@@ -20,7 +23,10 @@ pub mod registry;
 pub mod trace;
 
 pub use backoff::RetryPolicy;
-pub use error::{FieldError, JobError, RegistryError, ResultExt, UnknownKind, ValidationErrors};
+pub use domain::{Currency, EmailAddress};
+pub use error::{
+    FieldError, JobError, LedgerError, RegistryError, ResultExt, UnknownKind, ValidationErrors,
+};
 pub use handler::{Handler, Job, JobArgs, JobMeta, JobOptions};
 pub use model::{Envelope, JobId, JobState, ParseStateError};
 pub use registry::{Catalog, KindSpec, Registry};

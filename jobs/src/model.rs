@@ -63,7 +63,9 @@ pub enum JobState {
     /// An attempt failed and attempts remain; runs again at `run_at`. Written by the
     /// worker's outcome, or by the dispatcher's rescue of a job whose worker died.
     Retrying,
-    /// The handler succeeded; `result` holds its output. Written by the worker. Final.
+    /// The handler succeeded; `result` holds its output. Written by the worker: by its
+    /// outcome, or inside a handler's own transaction that commits the job's business
+    /// effects together with its completion (`order.process`). Final.
     Completed,
     /// Will not run again unless replayed: attempts exhausted, a permanent failure, an
     /// unknown kind, or a crash loop. Written by the worker or the dead-letter archive.

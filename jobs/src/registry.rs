@@ -6,6 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::error::{JobError, RegistryError, UnknownKind, ValidationErrors};
@@ -55,7 +56,18 @@ impl KindSpec {
 /// # Errors
 /// The first shape error (serde stops there), or every rule `A::validate` breaks.
 pub fn decode_args<A: JobArgs>(args: &Value) -> Result<A, ValidationErrors> {
-    let decoded: A = serde_path_to_error::deserialize(args).map_err(|err| {
+    let decoded: A = decode_value(args)?;
+    decoded.validate()?;
+    Ok(decoded)
+}
+
+/// Decodes `value` as a `T`, naming the failing field's path relative to `value`
+/// (`items[1].quantity`; a missing field is named itself, not its parent).
+///
+/// # Errors
+/// The first shape error (serde stops there).
+pub fn decode_value<T: DeserializeOwned>(value: &Value) -> Result<T, ValidationErrors> {
+    serde_path_to_error::deserialize(value).map_err(|err| {
         let path = err.path().to_string();
         let path = if path == "." { String::new() } else { path };
         let message = err.inner().to_string();
@@ -68,9 +80,7 @@ pub fn decode_args<A: JobArgs>(args: &Value) -> Result<A, ValidationErrors> {
         } else {
             ValidationErrors::one(path, message)
         }
-    })?;
-    decoded.validate()?;
-    Ok(decoded)
+    })
 }
 
 /// Kind → spec, for validating at intake without any handler.

@@ -54,3 +54,14 @@ impl Error {
         }
     }
 }
+
+impl From<Error> for jobs::LedgerError {
+    /// A business port's failure: transient when retrying later may succeed.
+    fn from(e: Error) -> Self {
+        if e.is_transient() {
+            jobs::LedgerError::Transient(Box::new(e))
+        } else {
+            jobs::LedgerError::Other(Box::new(e))
+        }
+    }
+}

@@ -9,7 +9,7 @@ use jobs::{JobId, JobState};
 use serde_json::Value;
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
-use sqlx::{AssertSqlSafe, PgPool, Row};
+use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use crate::error::Error;
@@ -254,6 +254,20 @@ pub struct Finish {
     pub outcome: Outcome,
 }
 
+/// What [`Store::finish`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finished {
+    /// The outcome is written.
+    Recorded,
+    /// The handler already completed this attempt inside its own transaction (as
+    /// `order.process` does, so the order and the completion commit together); there
+    /// was nothing left to write.
+    AlreadyCompleted,
+    /// The job is no longer this worker's running attempt (the dispatcher rescued it,
+    /// an operator cancelled it; `None`: the row is gone): the outcome was dropped.
+    TakenOver(Option<JobState>),
+}
+
 /// A job the dispatcher is about to publish.
 #[derive(Debug, Clone)]
 pub struct DueJob {
@@ -443,96 +457,44 @@ impl Store {
     }
 
     /// Records how an attempt ended, in one transaction: the job's new state, the
-    /// attempt row, and for a dead job its dead letter. Returns `false`, changing
-    /// nothing, when the job is no longer this worker's running attempt (the dispatcher
-    /// rescued it, or an operator cancelled it).
+    /// attempt row, and for a dead job its dead letter. When the job is no longer this
+    /// worker's running attempt, changes nothing and says why: the handler completed it
+    /// in its own transaction ([`Finished::AlreadyCompleted`]), or the dispatcher
+    /// rescued it or an operator cancelled it ([`Finished::TakenOver`]).
     ///
     /// # Errors
     /// When the database fails; nothing was written.
-    pub async fn finish(&self, finish: &Finish) -> Result<bool, Error> {
+    pub async fn finish(&self, finish: &Finish) -> Result<Finished, Error> {
         let mut tx = self.pool.begin().await?;
-        let attempt = clamp_i32(u64::from(finish.attempt));
-        // A cancel requested while the job ran turns a retry or snooze into `cancelled`.
-        let (state, result, error, delay, attempt_outcome) = match &finish.outcome {
-            Outcome::Completed { result } => {
-                ("completed", Some(result.clone()), None, None, "completed")
-            }
-            Outcome::Retry { error, delay } => {
-                ("retrying", None, Some(error.clone()), Some(*delay), "retry")
-            }
-            Outcome::Dead { error, .. } => ("dead", None, Some(error.clone()), None, "failed"),
-            Outcome::Snooze { delay } => ("scheduled", None, None, Some(*delay), "snoozed"),
-        };
-        // Due times are computed by Postgres from the commit's own clock.
-        let delay_ms = delay.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        let updated = sqlx::query(
-            "UPDATE jobs SET \
-                 state = CASE WHEN cancel_requested AND $2 IN ('retrying', 'scheduled') \
-                              THEN 'cancelled' ELSE $2 END, \
-                 result = COALESCE($3, result), \
-                 last_error = COALESCE($4, last_error), \
-                 run_at = COALESCE(now() + make_interval(secs => $5::bigint / 1000.0), run_at), \
-                 attempt = CASE WHEN $2 = 'scheduled' THEN attempt - 1 ELSE attempt END, \
-                 worker_id = NULL, published_at = NULL, updated_at = now(), \
-                 finished_at = CASE WHEN $2 IN ('completed', 'dead') OR \
-                     (cancel_requested AND $2 IN ('retrying', 'scheduled')) THEN now() END \
-             WHERE id = $1 AND state = 'running' AND attempt = $6 AND worker_id = $7 \
-             RETURNING queue, kind, args, state",
+        let written = record_outcome(
+            &mut tx,
+            finish.id,
+            finish.attempt,
+            Some(finish.worker),
+            Some(finish.started_at),
+            &finish.outcome,
         )
-        .bind(finish.id.as_uuid())
-        .bind(state)
-        .bind(result.map(Json))
-        .bind(&error)
-        .bind(delay_ms)
-        .bind(attempt)
-        .bind(finish.worker.0)
-        .fetch_optional(&mut *tx)
         .await?;
-        let Some(row) = updated else {
-            tx.rollback().await?;
-            return Ok(false);
-        };
-        sqlx::query(
-            "INSERT INTO job_attempts (job_id, attempt, worker_id, started_at, outcome, error, retry_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7::bigint / 1000.0))",
-        )
-        .bind(finish.id.as_uuid())
-        .bind(attempt)
-        .bind(finish.worker.0)
-        .bind(finish.started_at)
-        .bind(attempt_outcome)
-        .bind(&error)
-        .bind(delay_ms)
-        .execute(&mut *tx)
-        .await?;
-        if let Outcome::Dead { error, reason } = &finish.outcome {
-            let queue: String = row.try_get("queue")?;
-            let kind: String = row.try_get("kind")?;
-            let args: Json<Value> = row.try_get("args")?;
-            sqlx::query(
-                "INSERT INTO dead_letters (id, job_id, queue, kind, reason, error, payload) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(Uuid::now_v7())
+        if written {
+            tx.commit().await?;
+            return Ok(Finished::Recorded);
+        }
+        let row = sqlx::query("SELECT state, attempt FROM jobs WHERE id = $1")
             .bind(finish.id.as_uuid())
-            .bind(queue)
-            .bind(kind)
-            .bind(*reason)
-            .bind(error)
-            .bind(serde_json::to_vec(&args.0).unwrap_or_default())
-            .execute(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await?;
+        tx.rollback().await?;
+        let Some(row) = row else {
+            return Ok(Finished::TakenOver(None));
+        };
+        let state = state_of(&row, "state")?;
+        // Completed at the very attempt this worker ran: only the handler's own
+        // transaction does that (a rescue or replay moves the attempt on first).
+        if state == JobState::Completed && u32_of(&row, "attempt")? == finish.attempt {
+            Ok(Finished::AlreadyCompleted)
+        } else {
+            Ok(Finished::TakenOver(Some(state)))
         }
-        if matches!(
-            finish.outcome,
-            Outcome::Retry { .. } | Outcome::Snooze { .. }
-        ) {
-            sqlx::query("SELECT pg_notify('conveyor_due', '')")
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(true)
     }
 
     /// Takes up to `limit` jobs that should be published now and marks them
@@ -845,4 +807,145 @@ async fn insert_on(conn: &mut sqlx::PgConnection, job: &NewJob) -> Result<Insert
     Err(Error::Corrupt(
         "idempotency key kept changing hands during insert".into(),
     ))
+}
+
+/// Writes how attempt `attempt` of job `id` ended, inside the caller's transaction: the
+/// job row, its attempt row, and for a dead job its dead letter. Only while the job is
+/// `running` at that attempt (and held by `worker`, when one is named); otherwise writes
+/// nothing and returns `false`. The one place a worker writes an attempt's outcome:
+/// [`Store::finish`] uses it, and so do handlers' adapters that complete their job in
+/// their own transaction (`order.process`). The attempt row takes its worker and start
+/// from the job row when the caller does not know them.
+///
+/// # Errors
+/// When the database fails.
+pub(crate) async fn record_outcome(
+    conn: &mut PgConnection,
+    id: JobId,
+    attempt: u32,
+    worker: Option<WorkerId>,
+    started_at: Option<DateTime<Utc>>,
+    outcome: &Outcome,
+) -> Result<bool, Error> {
+    let attempt = clamp_i32(u64::from(attempt));
+    // A cancel requested while the job ran turns a retry or snooze into `cancelled`.
+    let (state, result, error, delay, attempt_outcome) = match outcome {
+        Outcome::Completed { result } => ("completed", Some(result), None, None, "completed"),
+        Outcome::Retry { error, delay } => (
+            "retrying",
+            None,
+            Some(error.as_str()),
+            Some(*delay),
+            "retry",
+        ),
+        Outcome::Dead { error, .. } => ("dead", None, Some(error.as_str()), None, "failed"),
+        Outcome::Snooze { delay } => ("scheduled", None, None, Some(*delay), "snoozed"),
+    };
+    // Due times are computed by Postgres from the commit's own clock.
+    let delay_ms = delay.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let updated = sqlx::query(
+        "WITH held AS (SELECT id, worker_id, started_at FROM jobs \
+             WHERE id = $1 AND state = 'running' AND attempt = $6 \
+               AND ($7::uuid IS NULL OR worker_id = $7) \
+             FOR UPDATE) \
+         UPDATE jobs SET \
+             state = CASE WHEN cancel_requested AND $2 IN ('retrying', 'scheduled') \
+                          THEN 'cancelled' ELSE $2 END, \
+             result = COALESCE($3, result), \
+             last_error = COALESCE($4, last_error), \
+             run_at = COALESCE(now() + make_interval(secs => $5::bigint / 1000.0), run_at), \
+             attempt = CASE WHEN $2 = 'scheduled' THEN attempt - 1 ELSE attempt END, \
+             worker_id = NULL, published_at = NULL, updated_at = now(), \
+             finished_at = CASE WHEN $2 IN ('completed', 'dead') OR \
+                 (cancel_requested AND $2 IN ('retrying', 'scheduled')) THEN now() END \
+         FROM held WHERE jobs.id = held.id \
+         RETURNING jobs.queue, jobs.kind, jobs.args, held.worker_id AS held_by, \
+             held.started_at AS claimed_at",
+    )
+    .bind(id.as_uuid())
+    .bind(state)
+    .bind(result.map(Json))
+    .bind(error)
+    .bind(delay_ms)
+    .bind(attempt)
+    .bind(worker.map(|w| w.0))
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = updated else {
+        return Ok(false);
+    };
+    let held_by: Option<Uuid> = row.try_get("held_by")?;
+    let claimed_at: Option<DateTime<Utc>> = row.try_get("claimed_at")?;
+    sqlx::query(
+        "INSERT INTO job_attempts (job_id, attempt, worker_id, started_at, outcome, error, retry_at) \
+         VALUES ($1, $2, $3, COALESCE($4, now()), $5, $6, now() + make_interval(secs => $7::bigint / 1000.0))",
+    )
+    .bind(id.as_uuid())
+    .bind(attempt)
+    .bind(worker.map(|w| w.0).or(held_by))
+    .bind(started_at.or(claimed_at))
+    .bind(attempt_outcome)
+    .bind(error)
+    .bind(delay_ms)
+    .execute(&mut *conn)
+    .await?;
+    if let Outcome::Dead { error, reason } = outcome {
+        let queue: String = row.try_get("queue")?;
+        let kind: String = row.try_get("kind")?;
+        let args: Json<Value> = row.try_get("args")?;
+        sqlx::query(
+            "INSERT INTO dead_letters (id, job_id, queue, kind, reason, error, payload) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(Uuid::now_v7())
+        .bind(id.as_uuid())
+        .bind(queue)
+        .bind(kind)
+        .bind(*reason)
+        .bind(error)
+        .bind(serde_json::to_vec(&args.0).unwrap_or_default())
+        .execute(&mut *conn)
+        .await?;
+    }
+    if matches!(outcome, Outcome::Retry { .. } | Outcome::Snooze { .. }) {
+        notify_due(conn).await?;
+    }
+    Ok(true)
+}
+
+/// Records a new job inside the caller's transaction, `scheduled` and due now, so it
+/// exists exactly when the transaction's other effects do (transactional enqueue). The
+/// dispatcher publishes it; the `NOTIFY` wakes it when the transaction commits.
+///
+/// # Errors
+/// When the database fails.
+pub(crate) async fn enqueue_in(
+    conn: &mut PgConnection,
+    id: JobId,
+    kind: &str,
+    queue: &str,
+    args: &Value,
+    max_attempts: u32,
+) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO jobs (id, kind, queue, args, state, max_attempts, attempt_budget, run_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $6, now())",
+    )
+    .bind(id.as_uuid())
+    .bind(kind)
+    .bind(queue)
+    .bind(Json(args))
+    .bind(JobState::Scheduled.as_str())
+    .bind(clamp_i32(u64::from(max_attempts)))
+    .execute(&mut *conn)
+    .await?;
+    notify_due(conn).await
+}
+
+/// Wakes the dispatchers (delivered when the transaction commits).
+async fn notify_due(conn: &mut PgConnection) -> Result<(), Error> {
+    sqlx::query("SELECT pg_notify('conveyor_due', '')")
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }

@@ -1,9 +1,10 @@
-//! The end-to-end harness: each test gets its own database (uuid-named, migrated) and
-//! its own broker namespace, and runs Conveyor's roles in-process against the real
-//! Postgres and RabbitMQ. Helpers are named for what a user does.
+//! The end-to-end harness: each test gets its own database (uuid-named, migrated), its
+//! own broker namespace and its own SMTP sink, and runs Conveyor's roles in-process
+//! against the real Postgres and RabbitMQ. Helpers are named for what a user does.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
 pub mod proxy;
+pub mod smtp;
 
 use std::time::Duration;
 
@@ -65,6 +66,8 @@ pub struct TestApp {
     pub settings: Settings,
     pub store: Store,
     pub client: reqwest::Client,
+    /// Where `email.send` delivers.
+    pub smtp: smtp::SmtpSink,
     shutdown: CancellationToken,
     running: Option<Running>,
 }
@@ -78,6 +81,10 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings), roles: Roles) -> TestApp {
     init_logs();
     let mut settings = test_settings();
+    let sink = smtp::SmtpSink::start();
+    settings.smtp.host = "127.0.0.1".into();
+    settings.smtp.port = sink.port();
+    settings.smtp.timeout_ms = 5_000;
     configure(&mut settings);
     app::migrate(&settings)
         .await
@@ -96,6 +103,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings), roles: Roles)
         settings,
         store,
         client: reqwest::Client::new(),
+        smtp: sink,
         shutdown,
         running: Some(running),
     };
@@ -156,6 +164,58 @@ impl TestApp {
             .expect("intake answers");
         assert_eq!(response.status(), 200, "GET job {id}");
         response.json().await.expect("json body")
+    }
+
+    /// Posts an `order.process` job with these args.
+    pub async fn post_order(&self, args: &Value) -> reqwest::Response {
+        self.post_job(&json!({"kind": "order.process", "args": args}))
+            .await
+    }
+
+    /// Loads products into the catalog from CSV lines (the `conveyor demo seed`
+    /// format, header included).
+    pub async fn seed_products(&self, csv: &str) {
+        let products = store::parse_catalog(csv).expect("test catalog parses");
+        self.store
+            .upsert_products(&products)
+            .await
+            .expect("products upsert");
+    }
+
+    /// A product's stock.
+    pub async fn stock_of(&self, sku: &str) -> i32 {
+        sqlx::query_scalar("SELECT stock FROM products WHERE sku = $1")
+            .bind(sku)
+            .fetch_one(self.store.pool())
+            .await
+            .expect("product row")
+    }
+
+    /// (status, reason, total_minor) of an order row.
+    pub async fn order_row(&self, order_id: &str) -> (String, Option<String>, Option<i64>) {
+        let row = sqlx::query("SELECT status, reason, total_minor FROM orders WHERE order_id = $1")
+            .bind(order_id)
+            .fetch_one(self.store.pool())
+            .await
+            .expect("order row");
+        (row.get("status"), row.get("reason"), row.get("total_minor"))
+    }
+
+    /// Waits (bounded) until the sink has accepted `n` messages; returns them all.
+    pub async fn wait_for_emails(&self, n: usize, limit: Duration) -> Vec<smtp::ReceivedEmail> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let received = self.smtp.received();
+            if received.len() >= n {
+                return received;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the SMTP sink got {} messages, expected {n} within {limit:?}: {received:?}",
+                received.len()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     /// The job's state straight from the ledger.

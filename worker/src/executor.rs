@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use jobs::{Envelope, JobMeta, Registry};
-use store::{Claim, ClaimedJob, Finish, Store, WorkerId};
+use store::{Claim, ClaimedJob, Finish, Finished, Store, WorkerId};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -161,12 +161,18 @@ impl Executor {
         in_flight.decrement(1.0);
         match recorded {
             None => Disposition::Abandon,
-            Some(Ok(true)) => {
+            Some(Ok(Finished::Recorded)) => {
                 metrics::counter!(outcome_counter, &labels).increment(1);
                 Disposition::Ack
             }
-            Some(Ok(false)) => {
+            Some(Ok(Finished::AlreadyCompleted)) => {
+                tracing::debug!("the handler completed the job in its own transaction");
+                metrics::counter!("conveyor_jobs_completed_total", &labels).increment(1);
+                Disposition::Ack
+            }
+            Some(Ok(Finished::TakenOver(state))) => {
                 tracing::warn!(
+                    state = state.map_or("gone", |s| s.as_str()),
                     "job was taken over (rescued or cancelled) while running; outcome dropped"
                 );
                 Disposition::Ack

@@ -11,13 +11,15 @@
 //! - [`dispatcher`] — due, retry and unconfirmed publishes; orphan rescue.
 //! - [`archive`] — the dead-letter queue → `dead_letters`.
 //! - [`retry`] — waiting out an unavailable database without losing the delivery.
-//! - [`startup`] — the registry of shipped kinds.
+//! - [`mailer`] — [`SmtpMailer`], `email.send`'s SMTP adapter, and [`SmtpSettings`].
+//! - [`startup`] — the catalog and registry of shipped kinds.
 
 pub mod archive;
 pub mod consumer;
 pub mod decide;
 pub mod dispatcher;
 pub mod executor;
+pub mod mailer;
 pub mod retry;
 pub mod settings;
 pub mod startup;
@@ -25,4 +27,5 @@ pub mod startup;
 pub use consumer::{Worker, WorkerStatus};
 pub use dispatcher::Dispatcher;
 pub use executor::Executor;
+pub use mailer::{SmtpMailer, SmtpSettings, SmtpSettingsError, SmtpTls};
 pub use settings::{DispatcherSettings, WorkerSettings};

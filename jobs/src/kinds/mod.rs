@@ -1,18 +1,28 @@
 //! The kinds Conveyor ships. Adding a kind is one module here plus one line in
 //! [`catalog`] (and one in the worker's registry wiring).
+//!
+//! - [`noop`] — does nothing; for smoke tests and benchmarks.
+//! - [`order`] — `order.process`: price, take stock, record, notify; once per order id.
+//! - [`email`] — `email.send`: render and send one email, at least once, deduplicated.
+//! - [`testing`] — misbehaving kinds for Conveyor's own tests.
 
+pub mod email;
 pub mod noop;
+pub mod order;
 pub mod testing;
 
 use crate::registry::Catalog;
 
-/// Every shipped kind, for intake validation.
+/// Every shipped kind (not the test kinds), for intake validation without any
+/// handler: what a producer-only process needs.
 pub fn catalog() -> Catalog {
     let mut catalog = Catalog::new();
     // Kinds are distinct constants; a duplicate here is a programming error caught by
     // the unit test below.
     catalog
         .add::<noop::Noop>()
+        .and_then(|c| c.add::<order::ProcessOrder>())
+        .and_then(|c| c.add::<email::SendEmail>())
         .expect("shipped kinds are distinct");
     catalog
 }
@@ -21,6 +31,9 @@ pub fn catalog() -> Catalog {
 mod tests {
     #[test]
     fn shipped_catalog_builds() {
-        assert!(super::catalog().kinds().contains(&"noop"));
+        assert_eq!(
+            super::catalog().kinds(),
+            ["email.send", "noop", "order.process"]
+        );
     }
 }
