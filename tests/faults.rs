@@ -274,3 +274,197 @@ async fn when_confirms_stall_intake_answers_503_instead_of_queueing_without_boun
     );
     app.teardown().await;
 }
+
+/// Posts until accepted, as a client should: the idempotency key (the order id) makes
+/// retries safe, and a 503 says when to come back.
+async fn post_until_accepted(
+    client: &reqwest::Client,
+    base: &str,
+    body: &Value,
+    key: &str,
+) -> (String, u32) {
+    let mut refusals = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let response = client
+            .post(format!("{base}/v1/jobs"))
+            .header("idempotency-key", key)
+            .json(body)
+            .send()
+            .await;
+        match response {
+            Ok(r) if r.status() == 202 || r.status() == 200 => {
+                let body: Value = r.json().await.expect("json body");
+                return (body["id"].as_str().expect("an id").to_owned(), refusals);
+            }
+            Ok(r) => assert!(
+                r.status() == 503,
+                "only 503 may refuse a valid order, got {}",
+                r.status()
+            ),
+            Err(_) => {}
+        }
+        refusals += 1;
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "order {key} never accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn thousands_of_orders_survive_worker_kills_connection_closes_and_a_database_outage() {
+    const ORDERS: usize = 3_000;
+    let app = spawn_app_with(|_| {}, NOTHING).await;
+    // PLENTY never runs out; SCARCE does, so some orders are rejected under contention.
+    app.seed_products("sku,name,unit_price_minor,currency,stock\nPLENTY,Plenty,250,USD,1000000\nSCARCE,Scarce,990,USD,1200\n").await;
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut intake = app.spawn_child(&["producer", "--listen", &format!("127.0.0.1:{port}")], &[]);
+    let worker_name = |n: usize| format!("{}-wk{n}", app.settings.namespace);
+    let spawn_worker = |n: usize| {
+        app.spawn_child(
+            &["worker", "--queues", "orders=16,emails=8"],
+            &[("CONVEYOR_WORKER__NAME", worker_name(n))],
+        )
+    };
+    let mut workers = vec![spawn_worker(0), spawn_worker(1)];
+    app.wait_ready(&base).await;
+    app.wait_until_consuming("orders").await;
+
+    let started = tokio::time::Instant::now();
+    let load = async {
+        use futures_util::StreamExt;
+        futures_util::stream::iter(0..ORDERS)
+            .map(|i| {
+                // Paced at ~250 orders a second, so every fault lands mid-load.
+                let at = started + Duration::from_millis(4 * i as u64);
+                let order_id = format!("ORD-{i:05}");
+                let body = json!({"kind": "order.process", "args": {
+                    "order_id": order_id,
+                    "customer": {"email": format!("buyer{i}@example.com"), "name": "Buyer"},
+                    "items": [{"sku": "PLENTY", "quantity": 1 + i % 3}, {"sku": "SCARCE", "quantity": 1}],
+                }});
+                let client = app.client.clone();
+                let base = base.clone();
+                async move {
+                    tokio::time::sleep_until(at).await;
+                    post_until_accepted(&client, &base, &body, &order_id).await
+                }
+            })
+            .buffer_unordered(16)
+            .collect::<Vec<_>>()
+            .await
+    };
+    let chaos = async {
+        let mut injected = Vec::new();
+        let mut next = 2;
+        for (round, victim) in [0usize, 1, 0].into_iter().enumerate() {
+            tokio::time::sleep(Duration::from_millis(1_200)).await;
+            // SIGKILL a worker mid-load, then start a fresh one in its place.
+            workers[victim].start_kill().expect("kill");
+            let _ = workers[victim].wait().await;
+            workers[victim] = spawn_worker(next);
+            next += 1;
+            injected.push(format!("SIGKILL worker {victim}"));
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            let closed = app
+                .close_broker_connections(&format!("{}-wk", app.settings.namespace))
+                .await;
+            injected.push(format!(
+                "closed {closed} worker connections from the server"
+            ));
+            if round == 0 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                app.refuse_database().await;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                app.allow_database().await;
+                injected.push("Postgres refused connections for 2 s".to_owned());
+            }
+        }
+        injected
+    };
+    let (accepted, injected) = tokio::join!(load, chaos);
+
+    let unfinished =
+        "SELECT count(*) FROM jobs WHERE state NOT IN ('completed', 'dead', 'cancelled')";
+    app.wait_for_count(unfinished, 0, Duration::from_secs(300))
+        .await;
+    let refusals: u32 = accepted.iter().map(|(_, r)| r).sum();
+    let orders_completed = app
+        .count("SELECT count(*) FROM jobs WHERE kind = 'order.process' AND state = 'completed'")
+        .await;
+    let orders_dead = app
+        .count("SELECT count(*) FROM jobs WHERE kind = 'order.process' AND state = 'dead'")
+        .await;
+    let placed = app.count("SELECT count(*) FROM orders").await;
+    let confirmed = app
+        .count("SELECT count(*) FROM orders WHERE status = 'confirmed'")
+        .await;
+    let order_jobs = app
+        .count("SELECT count(*) FROM jobs WHERE kind = 'order.process'")
+        .await;
+    let emails_completed = app
+        .count("SELECT count(*) FROM jobs WHERE kind = 'email.send' AND state = 'completed'")
+        .await;
+    let extra_attempts = app.count("SELECT count(*) FROM job_attempts a JOIN jobs j ON j.id = a.job_id WHERE j.kind = 'order.process'").await - order_jobs;
+    let scarce_taken = 1_200 - i64::from(app.stock_of("SCARCE").await);
+    let plenty_taken = 1_000_000 - i64::from(app.stock_of("PLENTY").await);
+    let scarce_sold: i64 = app.count("SELECT COALESCE(sum(quantity), 0)::bigint FROM order_items i JOIN orders o USING (order_id) WHERE o.status = 'confirmed' AND i.sku = 'SCARCE'").await;
+    let plenty_sold: i64 = app.count("SELECT COALESCE(sum(quantity), 0)::bigint FROM order_items i JOIN orders o USING (order_id) WHERE o.status = 'confirmed' AND i.sku = 'PLENTY'").await;
+    println!("injected: {}", injected.join("; "));
+    println!(
+        "counted: accepted {} (after {refusals} refusals/retries), order jobs {order_jobs}, completed {orders_completed}, dead {orders_dead}, \
+         orders placed {placed} ({confirmed} confirmed), re-run attempts {extra_attempts}, emails sent {emails_completed}, \
+         SCARCE taken {scarce_taken} / sold {scarce_sold}, PLENTY taken {plenty_taken} / sold {plenty_sold}, lost {}",
+        accepted.len(),
+        ORDERS as i64 - orders_completed,
+    );
+
+    assert_eq!(accepted.len(), ORDERS);
+    assert_eq!(
+        order_jobs, ORDERS as i64,
+        "one job per order id (idempotency keys held under retries)"
+    );
+    assert_eq!(
+        orders_completed, ORDERS as i64,
+        "every accepted order job completed"
+    );
+    assert_eq!(placed, ORDERS as i64, "each order recorded exactly once");
+    assert_eq!(
+        scarce_taken, scarce_sold,
+        "SCARCE stock moved exactly by what was sold"
+    );
+    assert_eq!(
+        plenty_taken, plenty_sold,
+        "PLENTY stock moved exactly by what was sold"
+    );
+    assert!(app.stock_of("SCARCE").await >= 0);
+    assert_eq!(
+        confirmed, 1_200,
+        "SCARCE sold out exactly: one unit per confirmed order"
+    );
+    assert_eq!(
+        emails_completed, ORDERS as i64,
+        "one email job per order, all sent"
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM jobs WHERE state = 'running'")
+            .await,
+        0,
+        "no job stuck running"
+    );
+    assert!(
+        app.smtp.received().len() >= ORDERS,
+        "every customer was mailed (at least once)"
+    );
+
+    terminate(&intake);
+    assert!(intake.wait().await.unwrap().success());
+    for mut worker in workers {
+        terminate(&worker);
+        assert!(worker.wait().await.unwrap().success());
+    }
+    app.teardown().await;
+}

@@ -504,6 +504,14 @@ impl TestApp {
             ("CONVEYOR_NAMESPACE".into(), self.settings.namespace.clone()),
             ("CONVEYOR_WORKER__TEST_KINDS".into(), "true".into()),
             ("CONVEYOR_LOG_FORMAT".into(), "json".into()),
+            (
+                "CONVEYOR_SMTP__HOST".into(),
+                self.settings.smtp.host.clone(),
+            ),
+            (
+                "CONVEYOR_SMTP__PORT".into(),
+                self.settings.smtp.port.to_string(),
+            ),
         ]
     }
 
