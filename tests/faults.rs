@@ -359,14 +359,12 @@ async fn thousands_of_orders_survive_worker_kills_connection_closes_and_a_databa
     };
     let chaos = async {
         let mut injected = Vec::new();
-        let mut next = 2;
         for (round, victim) in [0usize, 1, 0].into_iter().enumerate() {
             tokio::time::sleep(Duration::from_millis(1_200)).await;
             // SIGKILL a worker mid-load, then start a fresh one in its place.
             workers[victim].start_kill().expect("kill");
             let _ = workers[victim].wait().await;
-            workers[victim] = spawn_worker(next);
-            next += 1;
+            workers[victim] = spawn_worker(round + 2);
             injected.push(format!("SIGKILL worker {victim}"));
             tokio::time::sleep(Duration::from_millis(700)).await;
             let closed = app
