@@ -74,6 +74,47 @@ pub enum Command {
     /// Demo data for trying the shipped kinds.
     #[command(subcommand)]
     Demo(DemoCommand),
+    /// Measure throughput and latency over real HTTP (starting Conveyor on a throwaway
+    /// database unless --url), and with --baseline the raw pipeline it is built on.
+    Bench(BenchArgs),
+}
+
+/// `conveyor bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Jobs to enqueue.
+    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub jobs: u64,
+    /// Kind to run: noop or order.process.
+    #[arg(long, default_value = "noop", value_parser = ["noop", "order.process"])]
+    pub kind: String,
+    /// Concurrent HTTP clients.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub concurrency: u64,
+    /// Use the batch endpoint with this many jobs per request.
+    #[arg(long, value_name = "B", value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub batch: Option<u64>,
+    /// Open loop: requests started per second (latency at a fixed load).
+    #[arg(long, value_name = "R")]
+    pub rate: Option<f64>,
+    /// Worker processes to start (0: workers in this process).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=64))]
+    pub workers: u64,
+    /// Worker concurrency per queue.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=10_000))]
+    pub worker_concurrency: u16,
+    /// Also measure the raw pipeline and print Conveyor's throughput as a ratio of it.
+    #[arg(long)]
+    pub baseline: bool,
+    /// Drive a running intake instead of starting one (database.url must be its ledger).
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// API key for --url.
+    #[arg(long, value_name = "KEY", env = "CONVEYOR_BENCH_API_KEY")]
+    pub api_key: Option<String>,
+    /// Also write the report as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }
 
 /// `conveyor demo`.
@@ -320,7 +361,8 @@ impl Cli {
             | Command::Jobs(_)
             | Command::Keys(_)
             | Command::Stats { .. }
-            | Command::Demo(_) => (None, None),
+            | Command::Demo(_)
+            | Command::Bench(_) => (None, None),
         };
         if let Some(listen) = producer.and_then(|p| p.listen) {
             out.push(("producer.listen", json!(listen.to_string())));

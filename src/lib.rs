@@ -6,11 +6,13 @@
 //! # Layout
 //! - [`config`] — [`Settings`](config::Settings), layered with figment.
 //! - [`cli`] — the clap command line.
+//! - [`bench`] — `conveyor bench`: throughput, latency and the raw-pipeline baseline.
 //! - [`app`] — starting and stopping roles.
 //! - [`ops`] — operator commands: dead letters and jobs.
 //! - [`telemetry`] — logging.
 
 pub mod app;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod ops;

@@ -54,6 +54,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             return ops::jobs(&store, command).await;
         }
         Command::Keys(_) => return Ok(()),
+        Command::Bench(args) => {
+            let options = conveyor::bench::BenchOptions {
+                jobs: usize::try_from(args.jobs).unwrap_or(usize::MAX),
+                kind: args.kind,
+                concurrency: usize::try_from(args.concurrency).unwrap_or(1),
+                batch: args.batch.and_then(|b| usize::try_from(b).ok()),
+                rate: args.rate,
+                workers: usize::try_from(args.workers).unwrap_or(0),
+                worker_concurrency: args.worker_concurrency,
+                baseline: args.baseline,
+                url: args.url,
+                api_key: args.api_key,
+                json: args.json,
+            };
+            let report = conveyor::bench::run(settings, options).await?;
+            print!("{}", conveyor::bench::summary(&report));
+            if report.missing != 0 || report.completed_twice != 0 {
+                anyhow::bail!(
+                    "{} job(s) missing, {} completed twice",
+                    report.missing,
+                    report.completed_twice
+                );
+            }
+            return Ok(());
+        }
         Command::Stats { json, watch } => {
             let store = store::Store::connect(&settings.database)?;
             return ops::stats(&store, &settings, json, watch).await;
