@@ -86,16 +86,7 @@ impl Topology {
             .await?;
         let mut args = FieldTable::default();
         args.insert("x-queue-type".into(), text("quorum"));
-        channel
-            .queue_declare(
-                self.dead_queue().as_str().into(),
-                QueueDeclareOptions {
-                    durable: true,
-                    ..QueueDeclareOptions::default()
-                },
-                args,
-            )
-            .await?;
+        declare_quorum(channel, &self.dead_queue(), args).await?;
         channel
             .queue_bind(
                 self.dead_queue().as_str().into(),
@@ -125,16 +116,7 @@ impl Topology {
             "x-delivery-limit".into(),
             AMQPValue::LongInt(i32::try_from(self.delivery_limit).unwrap_or(i32::MAX)),
         );
-        channel
-            .queue_declare(
-                name.as_str().into(),
-                QueueDeclareOptions {
-                    durable: true,
-                    ..QueueDeclareOptions::default()
-                },
-                args,
-            )
-            .await?;
+        declare_quorum(channel, &name, args).await?;
         channel
             .queue_bind(
                 name.as_str().into(),
@@ -146,6 +128,16 @@ impl Topology {
             .await?;
         Ok(())
     }
+}
+
+/// Declares a durable queue with `args` (which name its type).
+async fn declare_quorum(channel: &Channel, name: &str, args: FieldTable) -> Result<(), Error> {
+    let options = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel.queue_declare(name.into(), options, args).await?;
+    Ok(())
 }
 
 fn text(value: &str) -> AMQPValue {

@@ -406,36 +406,23 @@ impl TestApp {
     /// [`TestApp::allow_database`].
     pub async fn refuse_database(&self) {
         let name = self.database_name();
-        let admin = sqlx::PgPool::connect(&format!("{}/postgres", postgres_base()))
-            .await
-            .expect("admin connects");
-        sqlx::query(sqlx::AssertSqlSafe(format!(
+        admin(&format!(
             "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false"
-        )))
-        .execute(&admin)
-        .await
-        .expect("refuse connections");
-        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()")
-            .bind(&name)
-            .execute(&admin)
-            .await
-            .expect("terminate sessions");
-        admin.close().await;
+        ))
+        .await;
+        admin(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+        ))
+        .await;
     }
 
     /// Lets Postgres accept this test's database again.
     pub async fn allow_database(&self) {
-        let name = self.database_name();
-        let admin = sqlx::PgPool::connect(&format!("{}/postgres", postgres_base()))
-            .await
-            .expect("admin connects");
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true"
-        )))
-        .execute(&admin)
-        .await
-        .expect("allow connections");
-        admin.close().await;
+        admin(&format!(
+            "ALTER DATABASE \"{}\" ALLOW_CONNECTIONS true",
+            self.database_name()
+        ))
+        .await;
     }
 
     pub fn database_name(&self) -> String {
@@ -475,15 +462,11 @@ impl TestApp {
                 .await;
         }
         let _ = connection.close(200, "done".into()).await;
-        let url = self.settings.database.url.expose_secret().to_owned();
-        let name = url.rsplit('/').next().unwrap_or_default().to_owned();
-        if let Ok(admin) = sqlx::PgPool::connect(&format!("{}/postgres", postgres_base())).await {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-            )))
-            .execute(&admin)
-            .await;
-        }
+        admin(&format!(
+            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+            self.database_name()
+        ))
+        .await;
     }
 }
 
@@ -601,6 +584,18 @@ impl TestApp {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// Runs one statement as the server's administrator (on the `postgres` database).
+pub async fn admin(sql: &str) {
+    let pool = sqlx::PgPool::connect(&format!("{}/postgres", postgres_base()))
+        .await
+        .expect("admin connects");
+    sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(&pool)
+        .await
+        .unwrap_or_else(|e| panic!("`{sql}` failed: {e}"));
+    pool.close().await;
 }
 
 /// A free loopback port.

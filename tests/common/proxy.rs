@@ -82,17 +82,8 @@ async fn pump(
     let mut buffer = vec![0u8; 16 * 1024];
     loop {
         // Wait while stalled; give up when refused.
-        loop {
-            let current = *mode.borrow_and_update();
-            match current {
-                Mode::Pass => break,
-                Mode::Refuse => return,
-                Mode::Stall => {
-                    if mode.changed().await.is_err() {
-                        return;
-                    }
-                }
-            }
+        if !passing(&mut mode).await {
+            return;
         }
         let n = tokio::select! {
             read = from.read(&mut buffer) => match read {
@@ -105,20 +96,27 @@ async fn pump(
             }
         };
         // Data read while the mode flipped is held until it passes again.
-        loop {
-            let current = *mode.borrow_and_update();
-            match current {
-                Mode::Pass => break,
-                Mode::Refuse => return,
-                Mode::Stall => {
-                    if mode.changed().await.is_err() {
-                        return;
-                    }
-                }
-            }
+        if !passing(&mut mode).await {
+            return;
         }
         if to.write_all(&buffer[..n]).await.is_err() {
             return;
+        }
+    }
+}
+
+/// Waits while the proxy stalls; `true` once it passes, `false` when it refuses.
+async fn passing(mode: &mut watch::Receiver<Mode>) -> bool {
+    loop {
+        let current = *mode.borrow_and_update();
+        match current {
+            Mode::Pass => return true,
+            Mode::Refuse => return false,
+            Mode::Stall => {
+                if mode.changed().await.is_err() {
+                    return false;
+                }
+            }
         }
     }
 }

@@ -99,67 +99,50 @@ fn is_id_text(text: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// The caller's order id: 1 to 64 characters of `A-Z a-z 0-9 _ -`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct OrderId(String);
+/// Defines a validated text identifier: 1 to 64 characters of `A-Z a-z 0-9 _ -`.
+macro_rules! text_id {
+    ($(#[$meta:meta])* $name:ident, $what:literal) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(String);
 
-impl OrderId {
-    /// Checks `text` and wraps it.
-    ///
-    /// # Errors
-    /// When it is empty, too long, or has other characters.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        if is_id_text(text) {
-            Ok(Self(text.to_owned()))
-        } else {
-            Err(format!(
-                "must be 1 to {MAX_ID_LEN} characters of A-Z, a-z, 0-9, '_' and '-'"
-            ))
+        impl $name {
+            /// Checks `text` and wraps it.
+            ///
+            /// # Errors
+            /// When it is empty, too long, or has other characters.
+            pub fn parse(text: &str) -> Result<Self, String> {
+                if is_id_text(text) {
+                    Ok(Self(text.to_owned()))
+                } else {
+                    Err(format!("must be 1 to {MAX_ID_LEN} characters of A-Z, a-z, 0-9, '_' and '-'"))
+                }
+            }
+
+            #[doc = concat!("The ", $what, " as text.")]
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
         }
-    }
 
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for OrderId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// A product's stock-keeping unit: 1 to 64 characters of `A-Z a-z 0-9 _ -`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Sku(String);
-
-impl Sku {
-    /// Checks `text` and wraps it.
-    ///
-    /// # Errors
-    /// When it is empty, too long, or has other characters.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        if is_id_text(text) {
-            Ok(Self(text.to_owned()))
-        } else {
-            Err(format!(
-                "must be 1 to {MAX_ID_LEN} characters of A-Z, a-z, 0-9, '_' and '-'"
-            ))
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
         }
-    }
-
-    /// The SKU as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
+    };
 }
 
-impl fmt::Display for Sku {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+text_id!(
+    /// The caller's order id: 1 to 64 characters of `A-Z a-z 0-9 _ -`.
+    OrderId,
+    "id"
+);
+text_id!(
+    /// A product's stock-keeping unit: 1 to 64 characters of `A-Z a-z 0-9 _ -`.
+    Sku,
+    "SKU"
+);
 
 /// Units on one order line: 1 to 1000.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
