@@ -94,6 +94,8 @@ pub struct Report {
     pub enqueue_to_start_ms: Percentiles,
     /// Accepted → completed in the ledger.
     pub enqueue_to_completed_ms: Percentiles,
+    /// Requests the intake refused with 503/429 (backpressure) and the client retried.
+    pub refused_and_retried: u64,
     /// Jobs completed.
     pub completed: i64,
     /// Jobs with more than one completed attempt (must be 0).
@@ -157,7 +159,8 @@ pub fn summary(report: &Report) -> String {
          accept            {}\n\
          enqueue→start     {}\n\
          enqueue→completed {}\n\
-         exactly once      {} completed, {} twice, {} missing\n",
+         exactly once      {} completed, {} twice, {} missing\n\
+         backpressure      {} request(s) refused (503/429) and retried\n",
         report.jobs,
         report.kind,
         report.concurrency,
@@ -176,6 +179,7 @@ pub fn summary(report: &Report) -> String {
         report.completed,
         report.completed_twice,
         report.missing,
+        report.refused_and_retried,
     );
     if let Some(rss) = report.process_peak_rss_mib {
         out.push_str(&format!("peak RSS          {rss:.1} MiB (this process)\n"));
@@ -255,7 +259,11 @@ impl Target {
             dispatcher: true,
         };
         let shutdown = CancellationToken::new();
-        let running = app::start(settings.clone(), roles, shutdown.clone()).await?;
+        let mut own = settings.clone();
+        if options.workers > 0 {
+            own.database.max_connections = 16;
+        }
+        let running = app::start(own, roles, shutdown.clone()).await?;
         let addr = running.producer_addr.context("the intake did not start")?;
         let mut children = Vec::new();
         for n in 0..options.workers {
@@ -408,7 +416,7 @@ fn job_body(kind: &str, i: usize, run: &str) -> Value {
         "order.process" => json!({"kind": "order.process", "args": {
             "order_id": format!("bench-{run}-{i}"),
             "customer": {"email": format!("buyer{i}@example.com"), "name": "Bench Buyer"},
-            "items": [{"sku": "BENCH", "quantity": 1}],
+            "items": [{"sku": format!("BENCH-{}", i % 100), "quantity": 1}],
         }}),
         _ => json!({"kind": "noop", "args": {}}),
     }
@@ -429,7 +437,7 @@ async fn measure(target: &mut Target, options: &BenchOptions) -> anyhow::Result<
     let client = target.client.clone();
     let base = Arc::new(target.base.clone());
     let key = options.api_key.clone();
-    let latencies: Vec<anyhow::Result<Duration>> =
+    let latencies: Vec<anyhow::Result<(Duration, u64)>> =
         futures_util::stream::iter(requests.into_iter().enumerate())
             .map(|(i, jobs)| {
                 let client = client.clone();
@@ -451,19 +459,34 @@ async fn measure(target: &mut Target, options: &BenchOptions) -> anyhow::Result<
                         (format!("{base}/v1/jobs/batch"), json!({ "jobs": jobs }))
                     };
                     let sent = Instant::now();
-                    let mut request = client.post(url).json(&body);
-                    if let Some(key) = &key {
-                        request = request.bearer_auth(key);
-                    }
-                    let response = request.send().await.context("the intake did not answer")?;
-                    let status = response.status();
-                    if !status.is_success() {
+                    let mut refused = 0u64;
+                    loop {
+                        let mut request = client.post(&url).json(&body);
+                        if let Some(key) = &key {
+                            request = request.bearer_auth(key);
+                        }
+                        let response = request.send().await.context("the intake did not answer")?;
+                        let status = response.status();
+                        if status.is_success() {
+                            return Ok((sent.elapsed(), refused));
+                        }
+                        // Backpressure (503) and rate limits (429) say "come back later";
+                        // a well-behaved client waits and retries.
+                        if status == reqwest::StatusCode::SERVICE_UNAVAILABLE
+                            || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+                        {
+                            refused += 1;
+                            if refused > 10_000 {
+                                bail!("the intake kept refusing ({status})");
+                            }
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            continue;
+                        }
                         bail!(
                             "the intake answered {status}: {}",
                             response.text().await.unwrap_or_default()
                         );
                     }
-                    Ok(sent.elapsed())
                 }
             })
             .buffer_unordered(options.concurrency)
@@ -471,8 +494,11 @@ async fn measure(target: &mut Target, options: &BenchOptions) -> anyhow::Result<
             .await;
     let intake_elapsed = started.elapsed();
     let mut accept: Vec<f64> = Vec::with_capacity(latencies.len());
+    let mut refused = 0;
     for latency in latencies {
-        accept.push(latency?.as_secs_f64() * 1000.0);
+        let (latency, refusals) = latency?;
+        accept.push(latency.as_secs_f64() * 1000.0);
+        refused += refusals;
     }
 
     // Wait (bounded) until every job of this run is completed.
@@ -541,6 +567,7 @@ async fn measure(target: &mut Target, options: &BenchOptions) -> anyhow::Result<
         accept_ms: percentiles(&mut accept),
         enqueue_to_start_ms: ms(row.try_get("start_p")?, row.try_get("start_max")?),
         enqueue_to_completed_ms: ms(row.try_get("done_p")?, row.try_get("done_max")?),
+        refused_and_retried: refused,
         completed,
         completed_twice,
         missing: total - completed,

@@ -187,3 +187,76 @@ async fn a_job_accepted_while_no_worker_runs_completes_when_one_starts() {
     worker.wait_for_state(&id, "completed").await;
     worker.teardown().await;
 }
+
+#[tokio::test]
+async fn a_batch_claims_each_job_once_and_completes_them_in_one_statement() {
+    let app = spawn_app_with(
+        |_| {},
+        Roles {
+            producer: true,
+            worker: false,
+            dispatcher: false,
+        },
+    )
+    .await;
+    let first = app.enqueue(noop()).await;
+    let second = app.enqueue(noop()).await;
+    let ids: Vec<jobs::JobId> = [&first, &first, &second]
+        .iter()
+        .map(|id| id.parse().unwrap())
+        .collect();
+    let worker = store::WorkerId::new();
+    let missing = jobs::JobId::new();
+
+    let mut with_missing = ids.clone();
+    with_missing.push(missing);
+    let claims = app.store.claim_many(&with_missing, worker).await.unwrap();
+
+    assert!(
+        matches!(claims[0], store::Claim::Claimed(_)),
+        "{:?}",
+        claims[0]
+    );
+    assert!(
+        matches!(claims[1], store::Claim::Skip(jobs::JobState::Running)),
+        "the same job twice in one batch runs once: {:?}",
+        claims[1]
+    );
+    assert!(matches!(claims[2], store::Claim::Claimed(_)));
+    assert!(matches!(claims[3], store::Claim::Missing));
+    let finishes: Vec<store::Finish> = [&claims[0], &claims[2]]
+        .iter()
+        .map(|claim| {
+            let store::Claim::Claimed(job) = claim else {
+                unreachable!()
+            };
+            store::Finish {
+                id: job.id,
+                attempt: job.attempt,
+                worker,
+                started_at: job.started_at,
+                outcome: store::Outcome::Completed {
+                    result: json!({"ok": true}),
+                },
+            }
+        })
+        .collect();
+    let finished = app.store.complete_many(&finishes).await.unwrap();
+    assert_eq!(
+        finished,
+        [store::Finished::Recorded, store::Finished::Recorded]
+    );
+    // A second write of the same outcomes finds nothing running: no double completion.
+    let again = app.store.complete_many(&finishes).await.unwrap();
+    assert!(
+        again
+            .iter()
+            .all(|f| matches!(f, store::Finished::AlreadyCompleted)),
+        "{again:?}"
+    );
+    for id in [&first, &second] {
+        assert_eq!(app.state_of(id).await, "completed");
+        assert_eq!(app.attempts(id).await.len(), 1);
+    }
+    app.teardown().await;
+}

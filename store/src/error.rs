@@ -18,6 +18,14 @@ pub enum Error {
     /// A stored value does not decode (e.g. an unknown state name).
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// A batched statement this operation was part of failed.
+    #[error("batched write failed: {message}")]
+    Batch {
+        /// Whether the batch's error was transient.
+        transient: bool,
+        /// The batch's error.
+        message: String,
+    },
 }
 
 impl Error {
@@ -26,6 +34,7 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Timeout(_) => true,
+            Error::Batch { transient, .. } => *transient,
             Error::Sqlx(e) => {
                 matches!(
                     e,

@@ -289,6 +289,29 @@ pub struct Store {
     pool: PgPool,
 }
 
+fn claimed_job(row: &PgRow) -> Result<ClaimedJob, Error> {
+    let timeout_ms: Option<i32> = row.try_get("timeout_ms")?;
+    Ok(ClaimedJob {
+        id: JobId(row.try_get("id")?),
+        kind: row.try_get("kind")?,
+        queue: row.try_get("queue")?,
+        args: row.try_get::<Json<Value>, _>("args")?.0,
+        attempt: u32_of(row, "attempt")?,
+        max_attempts: u32_of(row, "max_attempts")?,
+        timeout: timeout_ms
+            .and_then(|t| u64::try_from(t).ok())
+            .map(Duration::from_millis),
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        traceparent: row.try_get("traceparent")?,
+    })
+}
+
+fn rows_contains(rows: &[PgRow], id: JobId) -> bool {
+    rows.iter()
+        .any(|r| r.try_get::<Uuid, _>("id").ok() == Some(id.as_uuid()))
+}
+
 fn clamp_i32(value: u64) -> i32 {
     i32::try_from(value).unwrap_or(i32::MAX)
 }
@@ -430,21 +453,7 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         if let Some(row) = row {
-            let timeout_ms: Option<i32> = row.try_get("timeout_ms")?;
-            return Ok(Claim::Claimed(ClaimedJob {
-                id: JobId(row.try_get("id")?),
-                kind: row.try_get("kind")?,
-                queue: row.try_get("queue")?,
-                args: row.try_get::<Json<Value>, _>("args")?.0,
-                attempt: u32_of(&row, "attempt")?,
-                max_attempts: u32_of(&row, "max_attempts")?,
-                timeout: timeout_ms
-                    .and_then(|t| u64::try_from(t).ok())
-                    .map(Duration::from_millis),
-                created_at: row.try_get("created_at")?,
-                started_at: row.try_get("started_at")?,
-                traceparent: row.try_get("traceparent")?,
-            }));
+            return Ok(Claim::Claimed(claimed_job(&row)?));
         }
         let state = sqlx::query("SELECT state FROM jobs WHERE id = $1")
             .bind(id.as_uuid())
@@ -454,6 +463,123 @@ impl Store {
             Some(row) => Ok(Claim::Skip(state_of(&row, "state")?)),
             None => Ok(Claim::Missing),
         }
+    }
+
+    /// Claims many enqueued jobs for `worker` in one statement; the answer for each id,
+    /// in order. An id given twice is claimed once (the second is a `Skip`).
+    ///
+    /// # Errors
+    /// When the database fails (nothing was claimed).
+    pub async fn claim_many(&self, ids: &[JobId], worker: WorkerId) -> Result<Vec<Claim>, Error> {
+        let unique: Vec<Uuid> = {
+            let mut seen = std::collections::HashSet::new();
+            ids.iter()
+                .map(JobId::as_uuid)
+                .filter(|id| seen.insert(*id))
+                .collect()
+        };
+        let rows = sqlx::query(
+            "UPDATE jobs SET state = 'running', attempt = attempt + 1, worker_id = $2, \
+                 started_at = now(), updated_at = now() \
+             WHERE id = ANY($1) AND state = 'enqueued' \
+             RETURNING id, kind, queue, args, attempt, max_attempts, timeout_ms, created_at, \
+                 started_at, traceparent",
+        )
+        .bind(&unique)
+        .bind(worker.0)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut claimed = std::collections::HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let job = claimed_job(row)?;
+            claimed.insert(job.id, job);
+        }
+        let others: Vec<Uuid> = unique
+            .iter()
+            .copied()
+            .filter(|id| !claimed.contains_key(&JobId(*id)))
+            .collect();
+        let mut states = std::collections::HashMap::new();
+        if !others.is_empty() {
+            for row in sqlx::query("SELECT id, state FROM jobs WHERE id = ANY($1)")
+                .bind(&others)
+                .fetch_all(&self.pool)
+                .await?
+            {
+                states.insert(JobId(row.try_get("id")?), state_of(&row, "state")?);
+            }
+        }
+        Ok(ids
+            .iter()
+            .map(|id| match claimed.remove(id) {
+                Some(job) => Claim::Claimed(job),
+                // Claimed for an earlier copy of this id in the batch, or not enqueued.
+                None => states.get(id).map_or_else(
+                    || {
+                        if unique.contains(&id.as_uuid()) && rows_contains(&rows, *id) {
+                            Claim::Skip(JobState::Running)
+                        } else {
+                            Claim::Missing
+                        }
+                    },
+                    |state| Claim::Skip(*state),
+                ),
+            })
+            .collect())
+    }
+
+    /// Records many successful attempts in one statement (job rows and attempt rows);
+    /// for each, what [`Store::finish`] would have said. Attempts the statement does not
+    /// find running at that attempt for that worker are settled one by one.
+    ///
+    /// # Errors
+    /// When the database fails (nothing was written).
+    pub async fn complete_many(&self, finishes: &[Finish]) -> Result<Vec<Finished>, Error> {
+        let mut ids = Vec::with_capacity(finishes.len());
+        let mut attempts = Vec::with_capacity(finishes.len());
+        let mut results = Vec::with_capacity(finishes.len());
+        let mut started = Vec::with_capacity(finishes.len());
+        let mut workers = Vec::with_capacity(finishes.len());
+        for finish in finishes {
+            let Outcome::Completed { result } = &finish.outcome else {
+                return Err(Error::Corrupt(
+                    "complete_many takes completed outcomes only".into(),
+                ));
+            };
+            ids.push(finish.id.as_uuid());
+            attempts.push(clamp_i32(u64::from(finish.attempt)));
+            results.push(result.clone());
+            started.push(finish.started_at);
+            workers.push(finish.worker.0);
+        }
+        let done: Vec<Uuid> = sqlx::query_scalar(
+            "WITH input AS (SELECT * FROM UNNEST($1::uuid[], $2::int[], $3::jsonb[], $4::timestamptz[], $5::uuid[]) \
+                 AS t(id, attempt, result, started_at, worker_id)), \
+             done AS (UPDATE jobs j SET state = 'completed', result = i.result, worker_id = NULL, \
+                     published_at = NULL, updated_at = now(), finished_at = now() \
+                 FROM input i \
+                 WHERE j.id = i.id AND j.state = 'running' AND j.attempt = i.attempt AND j.worker_id = i.worker_id \
+                 RETURNING j.id, i.attempt, i.started_at, i.worker_id) \
+             INSERT INTO job_attempts (job_id, attempt, worker_id, started_at, outcome) \
+             SELECT id, attempt, worker_id, started_at, 'completed' FROM done RETURNING job_id",
+        )
+        .bind(&ids)
+        .bind(&attempts)
+        .bind(&results)
+        .bind(&started)
+        .bind(&workers)
+        .fetch_all(&self.pool)
+        .await?;
+        let done: std::collections::HashSet<Uuid> = done.into_iter().collect();
+        let mut out = Vec::with_capacity(finishes.len());
+        for finish in finishes {
+            if done.contains(&finish.id.as_uuid()) {
+                out.push(Finished::Recorded);
+            } else {
+                out.push(self.finish(finish).await?);
+            }
+        }
+        Ok(out)
     }
 
     /// Records how an attempt ended, in one transaction: the job's new state, the

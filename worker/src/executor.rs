@@ -9,6 +9,7 @@ use store::{Claim, ClaimedJob, Finish, Finished, Store, WorkerId};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::batch::Batcher;
 use crate::decide::{RunResult, decide};
 use crate::retry::until_ok;
 
@@ -33,6 +34,8 @@ pub struct Executor {
     worker: WorkerId,
     /// Fires when in-flight work must be given up (the shutdown grace is over).
     abandon: CancellationToken,
+    /// Coalesces claims and completions across concurrent deliveries.
+    batcher: Batcher,
 }
 
 impl std::fmt::Debug for Executor {
@@ -52,11 +55,13 @@ impl Executor {
         worker: WorkerId,
         abandon: CancellationToken,
     ) -> Self {
+        let batcher = Batcher::start(store.clone(), worker);
         Self {
             store,
             registry,
             worker,
             abandon,
+            batcher,
         }
     }
 
@@ -89,7 +94,7 @@ impl Executor {
 
     async fn execute_envelope(&self, envelope: Envelope) -> Disposition {
         let claim = until_ok("claiming the job", &self.abandon, || {
-            self.store.claim(envelope.id, self.worker)
+            self.batcher.claim(envelope.id)
         })
         .await;
         let job = match claim {
@@ -154,8 +159,14 @@ impl Executor {
             started_at: job.started_at,
             outcome,
         };
-        let recorded = until_ok("recording the outcome", &self.abandon, || {
-            self.store.finish(&finish)
+        let completed = matches!(finish.outcome, store::Outcome::Completed { .. });
+        let recorded = until_ok("recording the outcome", &self.abandon, || async {
+            // Successes, the bulk of the work, are written in batches; the rest one by one.
+            if completed {
+                self.batcher.complete(finish.clone()).await
+            } else {
+                self.store.finish(&finish).await
+            }
         })
         .await;
         in_flight.decrement(1.0);

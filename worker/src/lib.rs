@@ -6,6 +6,7 @@
 //! # Layout
 //! - [`settings`] — [`WorkerSettings`], [`DispatcherSettings`].
 //! - [`decide`] — the executor's decision table, a pure function.
+//! - [`batch`] — claims and completions of concurrent deliveries, one statement each.
 //! - [`executor`] — one delivery, start to ack.
 //! - [`consumer`] — the consume loop: connections, reconnects, concurrency, drain.
 //! - [`dispatcher`] — due, retry and unconfirmed publishes; orphan rescue.
@@ -15,6 +16,7 @@
 //! - [`startup`] — the catalog and registry of shipped kinds.
 
 pub mod archive;
+pub mod batch;
 pub mod consumer;
 pub mod decide;
 pub mod dispatcher;
