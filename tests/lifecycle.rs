@@ -242,17 +242,14 @@ async fn a_batch_claims_each_job_once_and_completes_them_in_one_statement() {
         })
         .collect();
     let finished = app.store.complete_many(&finishes).await.unwrap();
-    assert_eq!(
-        finished,
-        [store::Finished::Recorded, store::Finished::Recorded]
-    );
-    // A second write of the same outcomes finds nothing running: no double completion.
+    assert_eq!(finished, [true, true]);
+    // A second write of the same outcomes finds nothing running: no double completion,
+    // and the single-job path says why.
     let again = app.store.complete_many(&finishes).await.unwrap();
-    assert!(
-        again
-            .iter()
-            .all(|f| matches!(f, store::Finished::AlreadyCompleted)),
-        "{again:?}"
+    assert_eq!(again, [false, false]);
+    assert_eq!(
+        app.store.finish(&finishes[0]).await.unwrap(),
+        store::Finished::AlreadyCompleted
     );
     for id in [&first, &second] {
         assert_eq!(app.state_of(id).await, "completed");

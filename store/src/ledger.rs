@@ -528,13 +528,14 @@ impl Store {
             .collect())
     }
 
-    /// Records many successful attempts in one statement (job rows and attempt rows);
-    /// for each, what [`Store::finish`] would have said. Attempts the statement does not
-    /// find running at that attempt for that worker are settled one by one.
+    /// Records many successful attempts in one statement (job rows and attempt rows).
+    /// `true` for each attempt written; `false` for one the statement did not find running
+    /// at that attempt for that worker — settle those with [`Store::finish`], which says
+    /// why (the handler completed it itself, or it was taken over).
     ///
     /// # Errors
     /// When the database fails (nothing was written).
-    pub async fn complete_many(&self, finishes: &[Finish]) -> Result<Vec<Finished>, Error> {
+    pub async fn complete_many(&self, finishes: &[Finish]) -> Result<Vec<bool>, Error> {
         let mut ids = Vec::with_capacity(finishes.len());
         let mut attempts = Vec::with_capacity(finishes.len());
         let mut results = Vec::with_capacity(finishes.len());
@@ -571,15 +572,10 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         let done: std::collections::HashSet<Uuid> = done.into_iter().collect();
-        let mut out = Vec::with_capacity(finishes.len());
-        for finish in finishes {
-            if done.contains(&finish.id.as_uuid()) {
-                out.push(Finished::Recorded);
-            } else {
-                out.push(self.finish(finish).await?);
-            }
-        }
-        Ok(out)
+        Ok(finishes
+            .iter()
+            .map(|f| done.contains(&f.id.as_uuid()))
+            .collect())
     }
 
     /// Records how an attempt ended, in one transaction: the job's new state, the

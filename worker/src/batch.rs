@@ -18,7 +18,7 @@ type Reply<T> = oneshot::Sender<Result<T, store::Error>>;
 #[derive(Debug, Clone)]
 pub struct Batcher {
     claims: mpsc::Sender<(JobId, Reply<Claim>)>,
-    completions: mpsc::Sender<(Finish, Reply<Finished>)>,
+    completions: mpsc::Sender<(Finish, Reply<bool>)>,
 }
 
 fn batch_error(e: &store::Error) -> store::Error {
@@ -39,8 +39,7 @@ impl Batcher {
     /// Starts the batching tasks for `worker`; they end when every handle is dropped.
     pub fn start(store: Store, worker: WorkerId) -> Self {
         let (claims, mut claim_rx) = mpsc::channel::<(JobId, Reply<Claim>)>(4 * MAX_BATCH);
-        let (completions, mut complete_rx) =
-            mpsc::channel::<(Finish, Reply<Finished>)>(4 * MAX_BATCH);
+        let (completions, mut complete_rx) = mpsc::channel::<(Finish, Reply<bool>)>(4 * MAX_BATCH);
         let claim_store = store.clone();
         tokio::spawn(async move {
             while let Some(batch) = next_batch(&mut claim_rx).await {
@@ -63,9 +62,9 @@ impl Batcher {
             while let Some(batch) = next_batch(&mut complete_rx).await {
                 let finishes: Vec<Finish> = batch.iter().map(|(f, _)| f.clone()).collect();
                 match bounded(store.complete_many(&finishes)).await {
-                    Ok(finished) => {
-                        for ((_, reply), finished) in batch.into_iter().zip(finished) {
-                            let _ = reply.send(Ok(finished));
+                    Ok(written) => {
+                        for ((_, reply), written) in batch.into_iter().zip(written) {
+                            let _ = reply.send(Ok(written));
                         }
                     }
                     Err(e) => {
@@ -92,17 +91,23 @@ impl Batcher {
         answer.await.map_err(|_| gone())?
     }
 
-    /// Records one completed attempt, batched with concurrent completions.
+    /// Records one completed attempt, batched with concurrent completions; an attempt
+    /// the batch did not find running is settled alone by [`Store::finish`] (in the
+    /// caller's task, so such attempts never queue behind each other).
     ///
     /// # Errors
-    /// The batch's database error.
-    pub async fn complete(&self, finish: Finish) -> Result<Finished, store::Error> {
+    /// The batch's (or the single write's) database error.
+    pub async fn complete(&self, store: &Store, finish: Finish) -> Result<Finished, store::Error> {
         let (reply, answer) = oneshot::channel();
         self.completions
-            .send((finish, reply))
+            .send((finish.clone(), reply))
             .await
             .map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
+        if answer.await.map_err(|_| gone())?? {
+            Ok(Finished::Recorded)
+        } else {
+            store.finish(&finish).await
+        }
     }
 }
 

@@ -163,7 +163,7 @@ impl Executor {
         let recorded = until_ok("recording the outcome", &self.abandon, || async {
             // Successes, the bulk of the work, are written in batches; the rest one by one.
             if completed {
-                self.batcher.complete(finish.clone()).await
+                self.batcher.complete(&self.store, finish.clone()).await
             } else {
                 self.store.finish(&finish).await
             }
