@@ -549,15 +549,23 @@ pub async fn get_job(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
-    let id: JobId = id
-        .parse()
-        .map_err(|_| ApiError::Validation(ValidationErrors::one("id", "must be a UUID")))?;
-    let record = state
+    let record = load(&state, parse_id(&id)?).await?;
+    Ok(Json(record.into()))
+}
+
+/// A job id from the path: a UUID, or a 422 naming `id`.
+fn parse_id(text: &str) -> Result<JobId, ApiError> {
+    text.parse()
+        .map_err(|_| ApiError::Validation(ValidationErrors::one("id", "must be a UUID")))
+}
+
+/// The job, or a 404.
+async fn load(state: &AppState, id: JobId) -> Result<JobRecord, ApiError> {
+    state
         .store
         .get_job(id)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no job with id {id}")))?;
-    Ok(Json(record.into()))
+        .ok_or_else(|| ApiError::NotFound(format!("no job with id {id}")))
 }
 
 /// `POST /v1/jobs/{id}/cancel`: a waiting job never runs (`200`, state `cancelled`); a
@@ -582,9 +590,7 @@ pub async fn cancel_job(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let id: JobId = id
-        .parse()
-        .map_err(|_| ApiError::Validation(ValidationErrors::one("id", "must be a UUID")))?;
+    let id = parse_id(&id)?;
     let status = match state.store.cancel(id).await? {
         store::CancelOutcome::Cancelled => StatusCode::OK,
         store::CancelOutcome::Requested => StatusCode::ACCEPTED,
@@ -597,11 +603,7 @@ pub async fn cancel_job(
             return Err(ApiError::NotFound(format!("no job with id {id}")));
         }
     };
-    let record = state
-        .store
-        .get_job(id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no job with id {id}")))?;
+    let record = load(&state, id).await?;
     Ok((status, Json(JobView::from(record))).into_response())
 }
 
