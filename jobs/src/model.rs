@@ -146,6 +146,10 @@ pub struct Envelope {
     pub args: serde_json::Value,
     /// When the message was published.
     pub enqueued_at: DateTime<Utc>,
+    /// W3C trace context of the request that enqueued the job (also in the AMQP
+    /// headers), so an attempt's span can be parented before it starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 impl Envelope {
@@ -184,6 +188,7 @@ mod tests {
             queue: "default".into(),
             args: serde_json::json!({}),
             enqueued_at: Utc::now(),
+            traceparent: None,
         };
         assert_eq!(
             Envelope::from_bytes(&envelope.to_bytes()).unwrap(),

@@ -61,6 +61,40 @@ impl TraceContext {
     }
 }
 
+#[cfg(feature = "otlp")]
+impl TraceContext {
+    /// Makes this context the OpenTelemetry parent of `span` (feature `otlp`).
+    pub fn set_as_parent_of(&self, span: &tracing::Span) {
+        use opentelemetry::trace::{
+            SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+        };
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let (Ok(trace_id), Ok(span_id)) = (
+            TraceId::from_hex(&self.trace_id),
+            SpanId::from_hex(&self.span_id),
+        ) else {
+            return;
+        };
+        let flags = TraceFlags::new(u8::from_str_radix(&self.flags, 16).unwrap_or(1));
+        let parent = SpanContext::new(trace_id, span_id, flags, true, TraceState::default());
+        let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(parent));
+    }
+
+    /// The OpenTelemetry context of `span`, when it has a valid one (an exporter is
+    /// installed).
+    pub fn of_span(span: &tracing::Span) -> Option<Self> {
+        use opentelemetry::trace::TraceContextExt;
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let context = span.context();
+        let span_context = context.span().span_context().clone();
+        span_context.is_valid().then(|| Self {
+            trace_id: format!("{:032x}", span_context.trace_id()),
+            span_id: format!("{:016x}", span_context.span_id()),
+            flags: format!("{:02x}", span_context.trace_flags().to_u8()),
+        })
+    }
+}
+
 /// A fresh 16-hex-digit span id.
 pub fn new_span_id() -> String {
     let mut id = uuid::Uuid::new_v4().simple().to_string();

@@ -229,7 +229,7 @@ pub fn app(state: AppState) -> Router {
                         .get(REQUEST_ID)
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("-");
-                    tracing::info_span!(
+                    let span = tracing::info_span!(
                         "request",
                         method = %request.method(),
                         path = %request.uri().path(),
@@ -237,7 +237,18 @@ pub fn app(state: AppState) -> Router {
                         trace_id = tracing::field::Empty,
                         span_id = tracing::field::Empty,
                         parent_span_id = tracing::field::Empty,
-                    )
+                    );
+                    // An OpenTelemetry parent must be set before the span starts.
+                    #[cfg(feature = "otlp")]
+                    if let Some(caller) = request
+                        .headers()
+                        .get("traceparent")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(jobs::TraceContext::parse)
+                    {
+                        caller.set_as_parent_of(&span);
+                    }
+                    span
                 }),
         )
         .layer(SetSensitiveRequestHeadersLayer::new([

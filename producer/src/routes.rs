@@ -308,6 +308,15 @@ fn traceparent(headers: &HeaderMap) -> Option<String> {
         .as_ref()
         .map_or_else(jobs::TraceContext::new_root, jobs::TraceContext::child);
     let span = tracing::Span::current();
+    // With an OpenTelemetry exporter, the request span itself is the job's parent.
+    #[cfg(feature = "otlp")]
+    let context = {
+        // The caller's context was made the span's parent when it was created.
+        match jobs::TraceContext::of_span(&span) {
+            Some(own) if caller.as_ref().is_none_or(|c| c.trace_id == own.trace_id) => own,
+            _ => context,
+        }
+    };
     span.record("trace_id", context.trace_id.as_str());
     span.record("span_id", context.span_id.as_str());
     if let Some(caller) = &caller {
@@ -507,6 +516,7 @@ async fn publish_all(
             queue: record.queue.clone(),
             args: record.args.clone(),
             enqueued_at: now,
+            traceparent: record.traceparent.clone(),
         };
         async move {
             let result = state

@@ -80,6 +80,7 @@ impl Dispatcher {
                 queue: job.queue.clone(),
                 args: job.args.clone(),
                 enqueued_at: now,
+                traceparent: job.traceparent.clone(),
             };
             let publisher = Arc::clone(&self.publisher);
             async move {

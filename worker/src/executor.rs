@@ -89,6 +89,15 @@ impl Executor {
             span_id = tracing::field::Empty,
             parent_span_id = tracing::field::Empty,
         );
+        // An OpenTelemetry parent must be set before the span starts.
+        #[cfg(feature = "otlp")]
+        if let Some(parent) = envelope
+            .traceparent
+            .as_deref()
+            .and_then(jobs::TraceContext::parse)
+        {
+            parent.set_as_parent_of(&span);
+        }
         self.execute_envelope(envelope).instrument(span).await
     }
 
@@ -125,7 +134,13 @@ impl Executor {
         {
             span.record("trace_id", parent.trace_id.as_str());
             span.record("parent_span_id", parent.span_id.as_str());
-            span.record("span_id", jobs::trace::new_span_id().as_str());
+            // With an OpenTelemetry exporter the span has its own id; otherwise make one.
+            #[cfg(feature = "otlp")]
+            let own = jobs::TraceContext::of_span(&span)
+                .map_or_else(jobs::trace::new_span_id, |c| c.span_id);
+            #[cfg(not(feature = "otlp"))]
+            let own = jobs::trace::new_span_id();
+            span.record("span_id", own.as_str());
         }
         let labels = [("kind", job.kind.clone()), ("queue", job.queue.clone())];
         metrics::counter!("conveyor_jobs_started_total", &labels).increment(1);
