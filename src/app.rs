@@ -34,6 +34,24 @@ impl Roles {
         worker: true,
         dispatcher: true,
     };
+    /// The intake alone (`conveyor producer`).
+    pub const INTAKE: Roles = Roles {
+        producer: true,
+        worker: false,
+        dispatcher: false,
+    };
+    /// A worker with its dispatcher (`conveyor worker`).
+    pub const WORKER: Roles = Roles {
+        producer: false,
+        worker: true,
+        dispatcher: true,
+    };
+    /// No role: the settings and the database only (tests, tools).
+    pub const NONE: Roles = Roles {
+        producer: false,
+        worker: false,
+        dispatcher: false,
+    };
 }
 
 /// Running roles.

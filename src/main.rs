@@ -101,16 +101,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Roles::ALL
         }
-        Command::Producer(_) => Roles {
-            producer: true,
-            worker: false,
-            dispatcher: false,
-        },
-        Command::Worker(_) => Roles {
-            producer: false,
-            worker: true,
-            dispatcher: true,
-        },
+        Command::Producer(_) => Roles::INTAKE,
+        Command::Worker(_) => Roles::WORKER,
     };
     let shutdown = CancellationToken::new();
     let running = app::start(settings, roles, shutdown.clone())

@@ -12,12 +12,6 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-const INTAKE: Roles = Roles {
-    producer: true,
-    worker: false,
-    dispatcher: false,
-};
-
 fn key_pair() -> (String, String) {
     producer::auth::new_key().unwrap()
 }
@@ -25,7 +19,7 @@ fn key_pair() -> (String, String) {
 #[tokio::test]
 async fn without_a_valid_key_the_intake_answers_401_and_stores_nothing() {
     let (key, hash) = key_pair();
-    let app = spawn_app_with(move |s| s.producer.api_keys = vec![hash], INTAKE).await;
+    let app = spawn_app_with(move |s| s.producer.api_keys = vec![hash], Roles::INTAKE).await;
     let url = format!("{}/v1/jobs", app.address);
 
     let missing = app
@@ -79,13 +73,13 @@ async fn without_keys_the_intake_refuses_to_listen_beyond_loopback() {
     settings.producer.listen = "0.0.0.0:0".parse().unwrap();
     app::migrate(&settings).await.unwrap();
 
-    let refused = app::start(settings.clone(), INTAKE, CancellationToken::new()).await;
+    let refused = app::start(settings.clone(), Roles::INTAKE, CancellationToken::new()).await;
 
     let message = format!("{:#}", refused.expect_err("must refuse"));
     assert!(message.contains("without API keys"), "{message}");
     settings.producer.api_keys = vec![key_pair().1];
     let shutdown = CancellationToken::new();
-    let running = app::start(settings, INTAKE, shutdown.clone())
+    let running = app::start(settings, Roles::INTAKE, shutdown.clone())
         .await
         .expect("starts with keys");
     shutdown.cancel();
@@ -94,7 +88,7 @@ async fn without_keys_the_intake_refuses_to_listen_beyond_loopback() {
 
 #[tokio::test]
 async fn a_body_over_the_limit_is_413_even_when_chunked() {
-    let app = spawn_app_with(|s| s.producer.max_body_bytes = 2048, INTAKE).await;
+    let app = spawn_app_with(|s| s.producer.max_body_bytes = 2048, Roles::INTAKE).await;
     let big = json!({"kind": "noop", "args": {"pad": "x".repeat(4096)}});
 
     let sized = app.post_job(&big).await;
@@ -143,7 +137,7 @@ async fn over_the_rate_limit_is_429_with_retry_after() {
                 burst: 3,
             });
         },
-        INTAKE,
+        Roles::INTAKE,
     )
     .await;
     let url = format!("{}/v1/jobs", app.address);
@@ -215,7 +209,7 @@ async fn a_batch_is_accepted_whole_and_its_jobs_complete() {
 
 #[tokio::test]
 async fn a_batch_with_one_bad_job_stores_none_and_names_each_failure() {
-    let app = spawn_app_with(|_| {}, INTAKE).await;
+    let app = spawn_app_with(|_| {}, Roles::INTAKE).await;
     let url = format!("{}/v1/jobs/batch", app.address);
     let batch = json!({"jobs": [
         {"kind": "noop"},
@@ -269,7 +263,7 @@ async fn a_batch_with_one_bad_job_stores_none_and_names_each_failure() {
 
 #[tokio::test]
 async fn listing_pages_through_2500_jobs_without_gaps_or_repeats() {
-    let app = spawn_app_with(|_| {}, INTAKE).await;
+    let app = spawn_app_with(|_| {}, Roles::INTAKE).await;
     let batch_url = format!("{}/v1/jobs/batch", app.address);
     let mut posted = HashSet::new();
     for _ in 0..3 {
@@ -365,7 +359,7 @@ async fn listing_pages_through_2500_jobs_without_gaps_or_repeats() {
 
 #[tokio::test]
 async fn the_openapi_document_covers_every_route_and_error_shape() {
-    let app = spawn_app_with(|_| {}, INTAKE).await;
+    let app = spawn_app_with(|_| {}, Roles::INTAKE).await;
 
     let spec: Value = app
         .client
@@ -445,10 +439,10 @@ async fn the_openapi_document_covers_every_route_and_error_shape() {
 
 #[tokio::test]
 async fn every_response_carries_a_request_id_and_cors_is_off_unless_configured() {
-    let app = spawn_app_with(|_| {}, INTAKE).await;
+    let app = spawn_app_with(|_| {}, Roles::INTAKE).await;
     let cors_app = spawn_app_with(
         |s| s.producer.cors_origins = vec!["https://app.example.com".into()],
-        INTAKE,
+        Roles::INTAKE,
     )
     .await;
 
@@ -493,15 +487,7 @@ async fn every_response_carries_a_request_id_and_cors_is_off_unless_configured()
 #[tokio::test]
 async fn logs_never_contain_api_keys_or_passwords() {
     let (key, hash) = key_pair();
-    let app = spawn_app_with(
-        |_| {},
-        Roles {
-            producer: false,
-            worker: false,
-            dispatcher: false,
-        },
-    )
-    .await;
+    let app = spawn_app_with(|_| {}, Roles::NONE).await;
     let password = format!("pw{}", uuid::Uuid::new_v4().simple());
     let db_url = app.settings.database.url.clone();
     let db_url = secrecy::ExposeSecret::expose_secret(&db_url).replacen(
@@ -561,27 +547,8 @@ async fn logs_never_contain_api_keys_or_passwords() {
         .await
         .unwrap();
     assert_eq!(wrong.status(), 401);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let job: Value = app
-            .client
-            .get(format!("{base}/v1/jobs/{id}"))
-            .bearer_auth(&key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if job["state"] == "completed" {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "job never completed: {job}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    app.wait_for_state_at(&base, Some(&key), &id, "completed", Duration::from_secs(30))
+        .await;
     let pid = child.id().unwrap();
     std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])

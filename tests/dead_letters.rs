@@ -122,15 +122,7 @@ async fn garbage_and_unknown_kinds_on_the_queue_are_dead_letters_and_workers_car
 #[tokio::test]
 async fn an_unknown_kind_with_a_job_row_is_dead_with_its_reason() {
     // The intake knows test kinds; a worker that does not is a different deployment.
-    let intake = spawn_app_with(
-        |_| {},
-        Roles {
-            producer: true,
-            worker: false,
-            dispatcher: false,
-        },
-    )
-    .await;
+    let intake = spawn_app_with(|_| {}, Roles::INTAKE).await;
     let id = intake
         .enqueue(json!({"kind": "test.sleep", "args": {"ms": 1}}))
         .await;

@@ -112,15 +112,7 @@ async fn an_email_already_on_record_is_not_sent_again() {
 
 #[tokio::test]
 async fn invalid_email_args_are_422_naming_the_field_and_store_nothing() {
-    let app = spawn_app_with(
-        |_| {},
-        Roles {
-            producer: true,
-            worker: false,
-            dispatcher: false,
-        },
-    )
-    .await;
+    let app = spawn_app_with(|_| {}, Roles::INTAKE).await;
     let cases: [(Value, &[&str]); 5] = [
         (
             json!({"to": "not an address", "subject": "Hi", "text": "x"}),

@@ -13,16 +13,6 @@ use common::{free_port, spawn_app_with, terminate};
 use conveyor::app::Roles;
 use serde_json::{Value, json};
 
-const NOTHING: Roles = Roles {
-    producer: false,
-    worker: false,
-    dispatcher: false,
-};
-const INTAKE: Roles = Roles {
-    producer: true,
-    worker: false,
-    dispatcher: false,
-};
 const RABBITMQ: &str = "127.0.0.1:5672";
 
 async fn post(client: &reqwest::Client, base: &str, body: &Value) -> (u16, Value) {
@@ -38,7 +28,7 @@ async fn post(client: &reqwest::Client, base: &str, body: &Value) -> (u16, Value
 
 #[tokio::test]
 async fn intake_accepts_while_the_broker_is_down_and_all_complete_when_it_returns() {
-    let app = spawn_app_with(|_| {}, NOTHING).await;
+    let app = spawn_app_with(|_| {}, Roles::NONE).await;
     let proxy = Proxy::start(RABBITMQ.parse().unwrap()).await;
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
@@ -96,7 +86,7 @@ async fn intake_accepts_while_the_broker_is_down_and_all_complete_when_it_return
 
 #[tokio::test]
 async fn intake_answers_503_and_stores_nothing_while_postgres_refuses() {
-    let app = spawn_app_with(|s| s.database.acquire_timeout_ms = 2_000, INTAKE).await;
+    let app = spawn_app_with(|s| s.database.acquire_timeout_ms = 2_000, Roles::INTAKE).await;
 
     app.refuse_database().await;
     let refused = app.post_job(&common::noop()).await;
@@ -131,7 +121,7 @@ async fn intake_answers_503_and_stores_nothing_while_postgres_refuses() {
 
 #[tokio::test]
 async fn concurrent_duplicate_idempotency_keys_yield_one_job() {
-    let app = spawn_app_with(|_| {}, INTAKE).await;
+    let app = spawn_app_with(|_| {}, Roles::INTAKE).await;
     let body = json!({"kind": "noop", "args": {"order": 7}, "idempotency_key": "order-7"});
 
     let responses = futures_util::future::join_all((0..20).map(|_| app.post_job(&body))).await;
@@ -166,7 +156,7 @@ async fn concurrent_duplicate_idempotency_keys_yield_one_job() {
 
 #[tokio::test]
 async fn sigterm_mid_load_loses_nothing_runs_nothing_twice_and_exits_0() {
-    let app = spawn_app_with(|_| {}, INTAKE).await;
+    let app = spawn_app_with(|_| {}, Roles::INTAKE).await;
     let bodies = (0..200)
         .map(|_| json!({"kind": "test.sleep", "args": {"ms": 40}}))
         .collect();
@@ -215,7 +205,7 @@ async fn sigterm_mid_load_loses_nothing_runs_nothing_twice_and_exits_0() {
 
 #[tokio::test]
 async fn a_worker_whose_connection_the_server_closes_reconnects_and_carries_on() {
-    let app = spawn_app_with(|_| {}, INTAKE).await;
+    let app = spawn_app_with(|_| {}, Roles::INTAKE).await;
     let name = format!("{}-faulty", app.settings.namespace);
     let mut worker = app.spawn_child(&["worker"], &[("CONVEYOR_WORKER__NAME", name.clone())]);
     let first = app.enqueue(common::noop()).await;
@@ -249,7 +239,7 @@ async fn when_confirms_stall_intake_answers_503_instead_of_queueing_without_boun
             s.broker.max_in_flight = 2;
             s.broker.publish_timeout_ms = 2_000;
         },
-        INTAKE,
+        Roles::INTAKE,
     )
     .await;
     app.enqueue(common::noop()).await; // connects the publisher
@@ -316,7 +306,7 @@ async fn post_until_accepted(
 #[tokio::test]
 async fn thousands_of_orders_survive_worker_kills_connection_closes_and_a_database_outage() {
     const ORDERS: usize = 3_000;
-    let app = spawn_app_with(|_| {}, NOTHING).await;
+    let app = spawn_app_with(|_| {}, Roles::NONE).await;
     // PLENTY never runs out; SCARCE does, so some orders are rejected under contention.
     app.seed_products("sku,name,unit_price_minor,currency,stock\nPLENTY,Plenty,250,USD,1000000\nSCARCE,Scarce,990,USD,1200\n").await;
     let port = free_port();

@@ -9,15 +9,7 @@ use serde_json::{Value, json};
 
 /// Intake only, so a message that slipped through would sit in the queue.
 async fn intake() -> common::TestApp {
-    spawn_app_with(
-        |_| {},
-        Roles {
-            producer: true,
-            worker: false,
-            dispatcher: false,
-        },
-    )
-    .await
+    spawn_app_with(|_| {}, Roles::INTAKE).await
 }
 
 async fn assert_nothing_stored(app: &common::TestApp) {

@@ -161,15 +161,7 @@ async fn shutdown_with_jobs_in_flight_finishes_them_and_loses_none() {
 #[tokio::test]
 async fn a_job_accepted_while_no_worker_runs_completes_when_one_starts() {
     // Intake alone: the job is recorded and its message waits in the queue.
-    let mut intake = spawn_app_with(
-        |_| {},
-        Roles {
-            producer: true,
-            worker: false,
-            dispatcher: false,
-        },
-    )
-    .await;
+    let mut intake = spawn_app_with(|_| {}, Roles::INTAKE).await;
     let id = intake.enqueue(noop()).await;
     assert_eq!(intake.queue_depth("default").await, Some(1));
     intake.shutdown().await.unwrap();
@@ -190,15 +182,7 @@ async fn a_job_accepted_while_no_worker_runs_completes_when_one_starts() {
 
 #[tokio::test]
 async fn a_batch_claims_each_job_once_and_completes_them_in_one_statement() {
-    let app = spawn_app_with(
-        |_| {},
-        Roles {
-            producer: true,
-            worker: false,
-            dispatcher: false,
-        },
-    )
-    .await;
+    let app = spawn_app_with(|_| {}, Roles::INTAKE).await;
     let first = app.enqueue(noop()).await;
     let second = app.enqueue(noop()).await;
     let ids: Vec<jobs::JobId> = [&first, &first, &second]

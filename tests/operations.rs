@@ -9,12 +9,6 @@ use common::{free_port, spawn_app_with, terminate};
 use conveyor::app::Roles;
 use serde_json::{Value, json};
 
-const INTAKE: Roles = Roles {
-    producer: true,
-    worker: false,
-    dispatcher: false,
-};
-
 /// The value of the sample whose name and labels start with `prefix`.
 fn sample(metrics: &str, prefix: &str) -> Option<f64> {
     metrics
@@ -176,15 +170,7 @@ async fn stats_json_matches_the_ledger() {
 
 #[tokio::test]
 async fn a_jobs_traceparent_is_the_parent_of_the_workers_span() {
-    let app = spawn_app_with(
-        |_| {},
-        Roles {
-            producer: false,
-            worker: false,
-            dispatcher: false,
-        },
-    )
-    .await;
+    let app = spawn_app_with(|_| {}, Roles::NONE).await;
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let mut command = app.command(&[
@@ -215,23 +201,9 @@ async fn a_jobs_traceparent_is_the_parent_of_the_workers_span() {
         .as_str()
         .unwrap()
         .to_owned();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let job = loop {
-        let job: Value = app
-            .client
-            .get(format!("{base}/v1/jobs/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if job["state"] == "completed" {
-            break job;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{job}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let job = app
+        .wait_for_state_at(&base, None, &id, "completed", Duration::from_secs(30))
+        .await;
     terminate(&child);
     let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
         .await
@@ -262,7 +234,7 @@ async fn a_jobs_traceparent_is_the_parent_of_the_workers_span() {
 
 #[tokio::test]
 async fn two_worker_processes_share_a_load_and_stopping_one_loses_nothing() {
-    let app = spawn_app_with(|_| {}, INTAKE).await;
+    let app = spawn_app_with(|_| {}, Roles::INTAKE).await;
     let ops_port = free_port();
     let mut first = app.spawn_child(
         &[

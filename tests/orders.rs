@@ -248,15 +248,7 @@ async fn out_of_stock_unknown_sku_and_wrong_currency_orders_are_rejected_and_tak
 
 #[tokio::test]
 async fn invalid_order_args_are_422_naming_every_bad_field_and_store_nothing() {
-    let app = spawn_app_with(
-        |_| {},
-        Roles {
-            producer: true,
-            worker: false,
-            dispatcher: false,
-        },
-    )
-    .await;
+    let app = spawn_app_with(|_| {}, Roles::INTAKE).await;
     let bad_quantity = order("V-1", &[("MUG", 1), ("TEE", 1), ("CAP", 0)]);
     let mut bad_everything = order("V 2", &[]);
     bad_everything["customer"]["email"] = json!("ada.example.com");
@@ -306,15 +298,7 @@ async fn invalid_order_args_are_422_naming_every_bad_field_and_store_nothing() {
 
 #[tokio::test]
 async fn demo_seed_loads_the_example_catalog_and_resets_stock() {
-    let app = spawn_app_with(
-        |_| {},
-        Roles {
-            producer: true,
-            worker: false,
-            dispatcher: false,
-        },
-    )
-    .await;
+    let app = spawn_app_with(|_| {}, Roles::INTAKE).await;
     let example = std::path::Path::new("examples/catalog.csv");
 
     let written = conveyor::app::seed_demo(&app.settings, example)

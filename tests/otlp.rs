@@ -61,15 +61,7 @@ async fn collector() -> (String, Arc<Mutex<Vec<u8>>>) {
 
 #[tokio::test]
 async fn spans_are_exported_and_the_attempt_is_in_the_requests_trace() {
-    let app = spawn_app_with(
-        |_| {},
-        Roles {
-            producer: false,
-            worker: false,
-            dispatcher: false,
-        },
-    )
-    .await;
+    let app = spawn_app_with(|_| {}, Roles::NONE).await;
     let (endpoint, received) = collector().await;
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
@@ -99,23 +91,9 @@ async fn spans_are_exported_and_the_attempt_is_in_the_requests_trace() {
         .as_str()
         .unwrap()
         .to_owned();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let job = loop {
-        let job: Value = app
-            .client
-            .get(format!("{base}/v1/jobs/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if job["state"] == "completed" {
-            break job;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{job}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let job = app
+        .wait_for_state_at(&base, None, &id, "completed", Duration::from_secs(30))
+        .await;
     terminate(&child);
     let _ = child.wait_with_output().await;
 

@@ -156,12 +156,16 @@ impl TestApp {
     }
 
     pub async fn get_job(&self, id: &str) -> Value {
-        let response = self
-            .client
-            .get(format!("{}/v1/jobs/{id}", self.address))
-            .send()
-            .await
-            .expect("intake answers");
+        self.get_job_at(&self.address, None, id).await
+    }
+
+    /// `GET /v1/jobs/{id}` on the intake at `base`, asserting 200.
+    pub async fn get_job_at(&self, base: &str, key: Option<&str>, id: &str) -> Value {
+        let mut request = self.client.get(format!("{base}/v1/jobs/{id}"));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().await.expect("intake answers");
         assert_eq!(response.status(), 200, "GET job {id}");
         response.json().await.expect("json body")
     }
@@ -235,9 +239,23 @@ impl TestApp {
     }
 
     pub async fn wait_for_state_within(&self, id: &str, state: &str, limit: Duration) -> Value {
+        self.wait_for_state_at(&self.address, None, id, state, limit)
+            .await
+    }
+
+    /// Waits (bounded) until the intake at `base` (this test's, or a child process's)
+    /// shows the job in `state`, authenticating with `key` when given.
+    pub async fn wait_for_state_at(
+        &self,
+        base: &str,
+        key: Option<&str>,
+        id: &str,
+        state: &str,
+        limit: Duration,
+    ) -> Value {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
-            let job = self.get_job(id).await;
+            let job = self.get_job_at(base, key, id).await;
             if job["state"] == state {
                 return job;
             }
