@@ -375,12 +375,47 @@ impl Store {
     /// Conflict, or the database failed; nothing was stored.
     pub async fn insert_jobs(&self, jobs: &[NewJob]) -> Result<Vec<Insert>, Error> {
         let mut tx = self.pool.begin().await?;
-        let mut inserted = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            inserted.push(insert_on(&mut tx, job).await?);
+        let inserted = insert_many_on(&mut tx, jobs).await?;
+        let mut settled = Vec::with_capacity(jobs.len());
+        for (job, insert) in jobs.iter().zip(inserted) {
+            settled.push(match insert {
+                Some(insert) => insert,
+                None => insert_on(&mut tx, job).await?,
+            });
         }
         tx.commit().await?;
-        Ok(inserted)
+        Ok(settled)
+    }
+
+    /// Records independent jobs (the requests of different clients) with one statement
+    /// and one commit, and answers for each on its own: a job whose idempotency key is
+    /// taken is settled alone afterwards (existing job or conflict), and when the shared
+    /// statement fails for a reason that is not transient (one job's bytes the database
+    /// refuses), each job is retried alone so that only the bad one fails.
+    ///
+    /// # Errors
+    /// The whole call fails only when the database is unavailable (nothing was stored).
+    pub async fn insert_each(&self, jobs: &[NewJob]) -> Result<Vec<Result<Insert, Error>>, Error> {
+        let mut conn = self.pool.acquire().await?;
+        let inserted = match insert_many_on(&mut conn, jobs).await {
+            Ok(inserted) => inserted,
+            Err(e) if e.is_transient() || jobs.len() == 1 => return Err(e),
+            Err(e) => {
+                tracing::debug!(error = %e, jobs = jobs.len(), "grouped insert failed; inserting each job alone");
+                vec![None; jobs.len()]
+            }
+        };
+        let mut settled = Vec::with_capacity(jobs.len());
+        for (job, insert) in jobs.iter().zip(inserted) {
+            settled.push(match insert {
+                Some(insert) => Ok(insert),
+                None => match insert_on(&mut conn, job).await {
+                    Err(e) if e.is_transient() => return Err(e),
+                    other => other,
+                },
+            });
+        }
+        Ok(settled)
     }
 
     /// Jobs matching `query`, newest first, after its cursor.
@@ -853,24 +888,106 @@ impl Store {
     }
 }
 
+/// Inserts many jobs on `conn` with one statement. `Some(Created)` for each job
+/// inserted; `None` for a job whose idempotency key is already taken (by an earlier
+/// job, or an earlier job of this same call), which the caller settles with
+/// [`insert_on`].
+async fn insert_many_on(
+    conn: &mut sqlx::PgConnection,
+    jobs: &[NewJob],
+) -> Result<Vec<Option<Insert>>, Error> {
+    let n = jobs.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut kinds = Vec::with_capacity(n);
+    let mut queues = Vec::with_capacity(n);
+    let mut args = Vec::with_capacity(n);
+    let mut states = Vec::with_capacity(n);
+    let mut max_attempts = Vec::with_capacity(n);
+    let mut run_ats = Vec::with_capacity(n);
+    let mut timeouts = Vec::with_capacity(n);
+    let mut keys = Vec::with_capacity(n);
+    let mut ttls = Vec::with_capacity(n);
+    let mut traces = Vec::with_capacity(n);
+    for job in jobs {
+        ids.push(job.id.as_uuid());
+        kinds.push(job.kind.as_str());
+        queues.push(job.queue.as_str());
+        args.push(Json(&job.args));
+        states.push(initial_state(job).as_str());
+        max_attempts.push(clamp_i32(u64::from(job.max_attempts)));
+        run_ats.push(job.run_at);
+        timeouts.push(timeout_ms(job));
+        keys.push(job.idempotency_key.as_deref());
+        ttls.push(ttl_ms(job));
+        traces.push(job.traceparent.as_deref());
+    }
+    let rows = sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO jobs (id, kind, queue, args, state, max_attempts, attempt_budget, run_at, \
+             timeout_ms, idempotency_key, idempotency_expires_at, traceparent) \
+         SELECT id, kind, queue, args, state, max_attempts, max_attempts, COALESCE(run_at, now()), \
+             timeout_ms, key, \
+             CASE WHEN key IS NULL THEN NULL ELSE now() + make_interval(secs => ttl_ms / 1000.0) END, \
+             traceparent \
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::text[], $6::int[], \
+             $7::timestamptz[], $8::int[], $9::text[], $10::bigint[], $11::text[]) \
+             AS t(id, kind, queue, args, state, max_attempts, run_at, timeout_ms, key, ttl_ms, traceparent) \
+         ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
+         RETURNING {JOB_COLUMNS}"
+    )))
+    .bind(&ids)
+    .bind(&kinds)
+    .bind(&queues)
+    .bind(&args)
+    .bind(&states)
+    .bind(&max_attempts)
+    .bind(&run_ats)
+    .bind(&timeouts)
+    .bind(&keys)
+    .bind(&ttls)
+    .bind(&traces)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut created = std::collections::HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let record = JobRecord::from_row(row)?;
+        created.insert(record.id, record);
+    }
+    Ok(jobs
+        .iter()
+        .map(|job| created.remove(&job.id).map(Insert::Created))
+        .collect())
+}
+
+fn initial_state(job: &NewJob) -> JobState {
+    if job.run_at.is_some() {
+        JobState::Scheduled
+    } else {
+        JobState::Enqueued
+    }
+}
+
+fn timeout_ms(job: &NewJob) -> Option<i32> {
+    job.timeout
+        .map(|t| clamp_i32(u64::try_from(t.as_millis()).unwrap_or(u64::MAX)))
+}
+
+fn ttl_ms(job: &NewJob) -> i64 {
+    i64::try_from(job.idempotency_ttl.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// Inserts one job on `conn` (a pooled connection or an open transaction); see
 /// [`Store::insert_job`].
 async fn insert_on(conn: &mut sqlx::PgConnection, job: &NewJob) -> Result<Insert, Error> {
     // Two rounds at most: the second after freeing an expired key.
     for _ in 0..2 {
-        let state = if job.run_at.is_some() {
-            JobState::Scheduled
-        } else {
-            JobState::Enqueued
-        };
-        let ttl_ms = i64::try_from(job.idempotency_ttl.as_millis()).unwrap_or(i64::MAX);
+        let state = initial_state(job);
         let inserted = sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO jobs (id, kind, queue, args, state, max_attempts, attempt_budget, run_at, \
                  timeout_ms, idempotency_key, idempotency_expires_at, traceparent) \
              VALUES ($1, $2, $3, $4, $5, $6, $6, COALESCE($7, now()), $8, $9, \
                  CASE WHEN $9::text IS NULL THEN NULL \
                       ELSE now() + make_interval(secs => $10::bigint / 1000.0) END, $11) \
-             ON CONFLICT (idempotency_key) DO NOTHING \
+             ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
              RETURNING {JOB_COLUMNS}"
         )))
         .bind(job.id.as_uuid())
@@ -880,12 +997,9 @@ async fn insert_on(conn: &mut sqlx::PgConnection, job: &NewJob) -> Result<Insert
         .bind(state.as_str())
         .bind(clamp_i32(u64::from(job.max_attempts)))
         .bind(job.run_at)
-        .bind(
-            job.timeout
-                .map(|t| clamp_i32(u64::try_from(t.as_millis()).unwrap_or(u64::MAX))),
-        )
+        .bind(timeout_ms(job))
         .bind(&job.idempotency_key)
-        .bind(ttl_ms)
+        .bind(ttl_ms(job))
         .bind(&job.traceparent)
         .fetch_optional(&mut *conn)
         .await?;

@@ -13,6 +13,7 @@
 //! - [`emails`] — `email.send`'s record of sent messages ([`jobs::kinds::email::SentLog`]).
 //! - [`error`] — [`Error`], with constraint violations mapped to meaning.
 
+pub mod coalesce;
 pub mod dead;
 pub mod emails;
 pub mod error;
@@ -21,6 +22,7 @@ pub mod orders;
 pub mod settings;
 pub mod stats;
 
+pub use coalesce::Coalescer;
 pub use dead::{
     AttemptRecord, CancelOutcome, DeadFilter, DeadLetter, DeadLetterDetail, ErrorGroup,
     ReplayOutcome, RetryOutcome,
