@@ -241,3 +241,77 @@ async fn a_batch_claims_each_job_once_and_completes_them_in_one_statement() {
     }
     app.teardown().await;
 }
+
+#[tokio::test]
+async fn prefetched_jobs_wait_for_a_slot_and_shutdown_leaves_the_unstarted_ones_queued() {
+    let mut app = spawn_app_with(
+        |s| {
+            s.worker.concurrency = 1;
+            s.worker.prefetch_multiplier = 8;
+        },
+        Roles::ALL,
+    )
+    .await;
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(
+            app.enqueue(json!({"kind": "test.sleep", "args": {"ms": 5000}}))
+                .await,
+        );
+    }
+    app.wait_for_count(
+        "SELECT count(*) FROM jobs WHERE state = 'running'",
+        1,
+        Duration::from_secs(20),
+    )
+    .await;
+    // All four are delivered to this worker (prefetch 8), one runs (concurrency 1).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while app.queue_depth("default").await != Some(0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker never took all four messages"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        app.count("SELECT count(*) FROM jobs WHERE state = 'running'")
+            .await,
+        1
+    );
+
+    app.shutdown().await.expect("clean shutdown");
+
+    let states: Vec<String> =
+        futures_util::future::join_all(ids.iter().map(|id| app.state_of(id))).await;
+    assert_eq!(
+        states.iter().filter(|s| *s == "completed").count(),
+        1,
+        "the running job finishes in the grace period: {states:?}"
+    );
+    assert_eq!(
+        states.iter().filter(|s| *s == "enqueued").count(),
+        3,
+        "the prefetched jobs never started: {states:?}"
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM jobs WHERE attempt > 0")
+            .await,
+        1
+    );
+    // Their messages went back to the queue for the next worker.
+    let settings = app.settings.clone();
+    let next = spawn_app_with(
+        move |s| {
+            s.namespace = settings.namespace.clone();
+            s.database.url = settings.database.url.clone();
+        },
+        Roles::ALL,
+    )
+    .await;
+    for id in &ids {
+        next.wait_for_state(id, "completed").await;
+        assert_eq!(next.attempts(id).await.len(), 1, "job {id} ran twice");
+    }
+    next.teardown().await;
+}

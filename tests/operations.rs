@@ -181,7 +181,7 @@ async fn a_jobs_traceparent_is_the_parent_of_the_workers_span() {
         &format!("127.0.0.1:{port}"),
     ]);
     command
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", "info,worker=debug")
         .stderr(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null());
     let child = command.spawn().unwrap();

@@ -1,6 +1,7 @@
 //! The worker process: one AMQP connection (named, so operators can find it), one
-//! channel per queue with a prefetch equal to that queue's concurrency, one task per
-//! delivery (tracked, so shutdown can wait for it), and a reconnect loop with backoff
+//! channel per queue with a prefetch of `prefetch_multiplier` × that queue's concurrency,
+//! one task per delivery (tracked, so shutdown can wait for it) that waits for one of the
+//! queue's running slots, and a reconnect loop with backoff
 //! and jitter that re-declares the topology and re-subscribes after any loss (a dropped
 //! connection, a server-side consumer cancel).
 //!
@@ -10,9 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use broker::lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-};
+use broker::lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use broker::lapin::types::FieldTable;
 use broker::lapin::{Channel, Connection, message::Delivery};
 use broker::{BrokerSettings, Topology};
@@ -20,9 +19,11 @@ use futures_util::StreamExt;
 use futures_util::stream::SelectAll;
 use jobs::Registry;
 use store::{Store, WorkerId};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::acks::Acks;
 use crate::archive::Archive;
 use crate::executor::{ACK_TIMEOUT, Disposition, Executor};
 use crate::settings::WorkerSettings;
@@ -54,8 +55,21 @@ pub struct WorkerStatus {
     pub connected: std::sync::atomic::AtomicBool,
 }
 
+/// One consumed queue.
+struct Lane {
+    queue: String,
+    /// Jobs running at once.
+    concurrency: u16,
+    /// The channel's prefetch.
+    prefetch: u16,
+    /// Its running slots, shared across sessions: jobs of a lost session that are
+    /// still running count against the next one's.
+    slots: Arc<Semaphore>,
+}
+
 enum Source {
-    Work,
+    /// A work queue; its running slots.
+    Work(Arc<Semaphore>),
     Dead,
 }
 
@@ -149,6 +163,15 @@ impl Worker {
         ));
         let tracker = TaskTracker::new();
         let queues = self.queues();
+        let lanes: Vec<Lane> = queues
+            .iter()
+            .map(|(queue, concurrency)| Lane {
+                queue: queue.clone(),
+                concurrency: *concurrency,
+                prefetch: self.settings.prefetch(*concurrency),
+                slots: Arc::new(Semaphore::new(usize::from(*concurrency))),
+            })
+            .collect();
         let queue_list = queues
             .iter()
             .map(|(q, c)| format!("{q}={c}"))
@@ -175,7 +198,7 @@ impl Worker {
             }
             let started = Instant::now();
             match self
-                .session(&queues, &executor, &archive, &tracker, &shutdown, &abandon)
+                .session(&lanes, &executor, &archive, &tracker, &shutdown, &abandon)
                 .await
             {
                 SessionEnd::Shutdown => break,
@@ -213,7 +236,7 @@ impl Worker {
 
     async fn session(
         &self,
-        queues: &[(String, u16)],
+        lanes: &[Lane],
         executor: &Executor,
         archive: &Arc<Archive>,
         tracker: &TaskTracker,
@@ -228,7 +251,7 @@ impl Worker {
             Err(e) => return SessionEnd::Lost(e.to_string()),
         };
         let limit = self.broker.connect_timeout() * 2;
-        let subscribed = tokio::time::timeout(limit, self.subscribe(&connection, queues))
+        let subscribed = tokio::time::timeout(limit, self.subscribe(&connection, lanes))
             .await
             .unwrap_or(Err(broker::Error::Timeout(limit)));
         let (streams, consumers) = match subscribed {
@@ -239,9 +262,9 @@ impl Worker {
             }
         };
         tracing::info!(worker = %self.name, "consuming");
-        for (queue, concurrency) in queues {
-            metrics::gauge!("conveyor_worker_concurrency", "queue" => queue.clone())
-                .set(f64::from(*concurrency));
+        for lane in lanes {
+            metrics::gauge!("conveyor_worker_concurrency", "queue" => lane.queue.clone())
+                .set(f64::from(lane.concurrency));
         }
         self.status
             .connected
@@ -259,22 +282,36 @@ impl Worker {
                 }
                 next = streams.next() => match next {
                     None => return SessionEnd::Lost("every consumer ended".into()),
-                    Some((_, Err(e))) => {
+                    Some((_, _, Err(e))) => {
                         close(&connection).await;
                         return SessionEnd::Lost(e.to_string());
                     }
-                    Some((Source::Work, Ok(delivery))) => {
+                    Some((Source::Work(slots), acks, Ok(delivery))) => {
+                        acks.delivered(delivery.delivery_tag, delivery.acker.clone());
                         let executor = executor.clone();
+                        let shutdown = shutdown.clone();
                         tracker.spawn(async move {
-                            let disposition = executor.execute(&delivery.data).await;
-                            settle(&delivery, disposition).await;
+                            let disposition = tokio::select! {
+                                biased;
+                                // Prefetched but not started: left for redelivery.
+                                () = shutdown.cancelled() => Disposition::Abandon,
+                                permit = slots.acquire_owned() => match permit {
+                                    // The channel died while it waited: its redelivery
+                                    // is already on the way to some worker.
+                                    Ok(_) if !delivery.acker.usable() => Disposition::Abandon,
+                                    Ok(slot) => executor.execute(&delivery.data, slot).await,
+                                    Err(_) => Disposition::Abandon,
+                                },
+                            };
+                            acks.settle(delivery.delivery_tag, disposition).await;
                         });
                     }
-                    Some((Source::Dead, Ok(delivery))) => {
+                    Some((Source::Dead, acks, Ok(delivery))) => {
+                        acks.delivered(delivery.delivery_tag, delivery.acker.clone());
                         let archive = Arc::clone(archive);
                         tracker.spawn(async move {
                             let disposition = archive.record(&delivery).await;
-                            settle(&delivery, disposition).await;
+                            acks.settle(delivery.delivery_tag, disposition).await;
                         });
                     }
                 }
@@ -286,13 +323,13 @@ impl Worker {
     async fn subscribe(
         &self,
         connection: &Connection,
-        queues: &[(String, u16)],
+        lanes: &[Lane],
     ) -> Result<
         (
             SelectAll<
                 futures_util::stream::BoxStream<
                     'static,
-                    (Source, Result<Delivery, broker::lapin::Error>),
+                    (Source, Acks, Result<Delivery, broker::lapin::Error>),
                 >,
             >,
             Vec<(Channel, String)>,
@@ -302,16 +339,22 @@ impl Worker {
         let limit = self.broker.connect_timeout();
         let setup = connection.create_channel().await?;
         bounded(limit, self.topology.declare_base(&setup)).await?;
-        for (queue, _) in queues {
-            bounded(limit, self.topology.declare_queue(&setup, queue)).await?;
+        for lane in lanes {
+            bounded(limit, self.topology.declare_queue(&setup, &lane.queue)).await?;
         }
         let mut streams = SelectAll::new();
         let mut consumers = Vec::new();
-        let subscriptions = queues
+        let subscriptions = lanes
             .iter()
-            .map(|(q, c)| (self.topology.queue(q), *c, true))
-            .chain(std::iter::once((self.topology.dead_queue(), 16, false)));
-        for (amqp_queue, prefetch, work) in subscriptions {
+            .map(|lane| {
+                (
+                    self.topology.queue(&lane.queue),
+                    lane.prefetch,
+                    Some(Arc::clone(&lane.slots)),
+                )
+            })
+            .chain(std::iter::once((self.topology.dead_queue(), 16, None)));
+        for (amqp_queue, prefetch, slots) in subscriptions {
             let channel = connection.create_channel().await?;
             channel
                 .basic_qos(prefetch, BasicQosOptions::default())
@@ -325,8 +368,13 @@ impl Worker {
                     FieldTable::default(),
                 )
                 .await?;
-            let source = move || if work { Source::Work } else { Source::Dead };
-            streams.push(consumer.map(move |d| (source(), d)).boxed());
+            let source = move || match &slots {
+                Some(slots) => Source::Work(Arc::clone(slots)),
+                None => Source::Dead,
+            };
+            // One settling task per channel: delivery tags are per channel.
+            let acks = Acks::start();
+            streams.push(consumer.map(move |d| (source(), acks.clone(), d)).boxed());
             consumers.push((channel, tag));
         }
         Ok((streams, consumers))
@@ -340,34 +388,6 @@ async fn bounded<T>(
     tokio::time::timeout(limit, f)
         .await
         .map_err(|_| broker::Error::Timeout(limit))?
-}
-
-async fn settle(delivery: &Delivery, disposition: Disposition) {
-    let result = match disposition {
-        Disposition::Ack => {
-            tokio::time::timeout(ACK_TIMEOUT, delivery.ack(BasicAckOptions::default())).await
-        }
-        Disposition::Reject => {
-            tokio::time::timeout(
-                ACK_TIMEOUT,
-                delivery.nack(BasicNackOptions {
-                    requeue: false,
-                    ..BasicNackOptions::default()
-                }),
-            )
-            .await
-        }
-        Disposition::Abandon => return,
-    };
-    match result {
-        Ok(Ok(_)) => {}
-        // The channel died after the outcome was committed: the redelivery finds the
-        // job final and is acked without running.
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "could not settle a delivery; it will be redelivered")
-        }
-        Err(_) => tracing::warn!("settling a delivery timed out; it will be redelivered"),
-    }
 }
 
 async fn drain(tracker: &TaskTracker, grace: Duration, abandon: &CancellationToken) {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use jobs::{Envelope, JobMeta, Registry};
 use store::{Claim, ClaimedJob, Finish, Finished, Store, WorkerId};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -70,8 +71,10 @@ impl Executor {
         self.worker
     }
 
-    /// Runs one delivery's message body to a disposition.
-    pub async fn execute(&self, body: &[u8]) -> Disposition {
+    /// Runs one delivery's message body to a disposition, holding `slot` (one of its
+    /// queue's running slots) while the job is claimed and its handler runs; the slot is
+    /// free again while the outcome is written, so the next job starts meanwhile.
+    pub async fn execute(&self, body: &[u8], slot: OwnedSemaphorePermit) -> Disposition {
         let envelope = match Envelope::from_bytes(body) {
             Ok(envelope) => envelope,
             Err(e) => {
@@ -98,10 +101,14 @@ impl Executor {
         {
             parent.set_as_parent_of(&span);
         }
-        self.execute_envelope(envelope).instrument(span).await
+        self.execute_envelope(envelope, slot).instrument(span).await
     }
 
-    async fn execute_envelope(&self, envelope: Envelope) -> Disposition {
+    async fn execute_envelope(
+        &self,
+        envelope: Envelope,
+        slot: OwnedSemaphorePermit,
+    ) -> Disposition {
         let claim = until_ok("claiming the job", &self.abandon, || {
             self.batcher.claim(envelope.id)
         })
@@ -153,14 +160,22 @@ impl Executor {
         in_flight.increment(1.0);
         let started = std::time::Instant::now();
         let (run, policy) = self.run(&job).await;
+        drop(slot);
         metrics::histogram!("conveyor_job_run_seconds", &labels)
             .record(started.elapsed().as_secs_f64());
         let outcome = decide(run, job.attempt, job.max_attempts, &policy, fastrand::f64());
-        tracing::info!(
-            outcome = outcome_name(&outcome),
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "attempt finished"
-        );
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        // Successes are the bulk of the work and are counted in metrics; each is logged
+        // at debug (`RUST_LOG=info,worker=debug`), everything else at info.
+        if matches!(outcome, store::Outcome::Completed { .. }) {
+            tracing::debug!(outcome = "completed", elapsed_ms, "attempt finished");
+        } else {
+            tracing::info!(
+                outcome = outcome_name(&outcome),
+                elapsed_ms,
+                "attempt finished"
+            );
+        }
         let outcome_counter = match &outcome {
             store::Outcome::Completed { .. } => "conveyor_jobs_completed_total",
             store::Outcome::Retry { .. } => "conveyor_jobs_retried_total",

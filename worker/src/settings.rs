@@ -9,11 +9,15 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WorkerSettings {
-    /// Queue → concurrency (jobs of that queue running at once; also the prefetch).
-    /// Empty means: every queue the registered kinds default to, at `concurrency`.
+    /// Queue → concurrency (jobs of that queue running at once). Empty means: every
+    /// queue the registered kinds default to, at `concurrency`.
     pub queues: BTreeMap<String, u16>,
     /// Concurrency of queues listed without one, and of the default queues.
     pub concurrency: u16,
+    /// Messages a queue's channel may hold per running slot (the AMQP prefetch is
+    /// concurrency × this). Above 1, the next messages are already here when a job
+    /// ends, at the cost of holding them while this worker is busy.
+    pub prefetch_multiplier: u16,
     /// On shutdown, how long in-flight jobs may take to finish before they are left
     /// unacked for redelivery.
     pub grace_ms: u64,
@@ -34,6 +38,7 @@ impl Default for WorkerSettings {
         Self {
             queues: BTreeMap::new(),
             concurrency: 16,
+            prefetch_multiplier: 4,
             grace_ms: 30_000,
             heartbeat_interval_ms: 5_000,
             lost_after_ms: 30_000,
@@ -45,6 +50,11 @@ impl Default for WorkerSettings {
 }
 
 impl WorkerSettings {
+    /// The AMQP prefetch of a queue running `concurrency` jobs at once.
+    pub fn prefetch(&self, concurrency: u16) -> u16 {
+        concurrency.saturating_mul(self.prefetch_multiplier.max(1))
+    }
+
     /// The shutdown grace period.
     pub fn grace(&self) -> Duration {
         Duration::from_millis(self.grace_ms)
