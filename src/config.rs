@@ -162,6 +162,18 @@ impl Settings {
         if self.producer.max_batch == 0 {
             problems.push("configuration key `producer.max_batch`: must be at least 1".to_owned());
         }
+        if self.producer.mark_published_after_ms >= self.dispatcher.unconfirmed_after_ms {
+            problems.push(format!(
+                "configuration key `producer.mark_published_after_ms`: must be below \
+                 `dispatcher.unconfirmed_after_ms` ({} ms), or every job would be published twice",
+                self.dispatcher.unconfirmed_after_ms
+            ));
+        }
+        if self.worker.prefetch_multiplier == 0 {
+            problems.push(
+                "configuration key `worker.prefetch_multiplier`: must be at least 1".to_owned(),
+            );
+        }
         if self.database.max_connections == 0 {
             problems.push(
                 "configuration key `database.max_connections`: must be at least 1".to_owned(),

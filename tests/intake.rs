@@ -192,3 +192,73 @@ async fn unknown_routes_and_methods_get_problem_json() {
     problem(method, 405).await;
     app.teardown().await;
 }
+
+#[tokio::test]
+async fn a_nul_character_in_args_is_422_naming_it_and_concurrent_requests_are_unaffected() {
+    let app = intake().await;
+    let good = json!({"kind": "noop", "args": {"note": "fine"}});
+    let bad = json!({"kind": "noop", "args": {"items": [{"note": "a\u{0}b"}]}});
+    // Sent together, so the intake writes them with one grouped insert.
+    let responses = futures_util::future::join_all(
+        (0..20).map(|i| app.post_job(if i == 7 { &bad } else { &good })),
+    )
+    .await;
+    let mut statuses = Vec::new();
+    for (i, response) in responses.into_iter().enumerate() {
+        if i == 7 {
+            let body = problem(response, 422).await;
+            assert_eq!(body["errors"][0]["field"], "args.items[0].note");
+            assert!(
+                body["errors"][0]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("NUL"),
+                "{body}"
+            );
+        } else {
+            statuses.push(response.status().as_u16());
+        }
+    }
+    assert_eq!(statuses, vec![202; 19]);
+    assert_eq!(app.count("SELECT count(*) FROM jobs").await, 19);
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn a_batch_repeating_an_idempotency_key_stores_one_job_or_is_409_and_stores_none() {
+    let app = intake().await;
+    let job = |n: u32| json!({"kind": "noop", "args": {"n": n}, "idempotency_key": "batch-key"});
+    let same = app
+        .client
+        .post(format!("{}/v1/jobs/batch", app.address))
+        .json(&json!({"jobs": [job(1), {"kind": "noop"}, job(1)]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(same.status(), 202);
+    let body: Value = same.json().await.unwrap();
+    let ids = body["ids"].as_array().unwrap();
+    assert_eq!(ids.len(), 3);
+    assert_eq!(ids[0], ids[2], "one key, one job: {body}");
+    assert_ne!(ids[0], ids[1]);
+    assert_eq!(app.count("SELECT count(*) FROM jobs").await, 2);
+
+    let conflicting = app
+        .client
+        .post(format!("{}/v1/jobs/batch", app.address))
+        .json(&json!({"jobs": [
+            {"kind": "noop", "idempotency_key": "fresh"},
+            job(1),
+            job(2),
+        ]}))
+        .send()
+        .await
+        .unwrap();
+    problem(conflicting, 409).await;
+    assert_eq!(
+        app.count("SELECT count(*) FROM jobs").await,
+        2,
+        "a batch with a conflict stores none of its jobs"
+    );
+    app.teardown().await;
+}

@@ -12,6 +12,7 @@
 //! - [`app`](fn@app) — the router with its middleware; [`serve`] runs it.
 
 pub mod auth;
+pub mod marks;
 pub mod problem;
 pub mod routes;
 pub mod settings;
@@ -28,7 +29,7 @@ use axum::routing::get;
 use axum::{Router, http};
 use broker::Publisher;
 use jobs::Catalog;
-use store::Store;
+use store::{Coalescer, Insert, NewJob, Store};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -66,6 +67,10 @@ pub struct AppState {
     pub keys: Arc<auth::Keys>,
     /// Per-caller rate limit, when configured.
     pub limiter: Option<Arc<auth::Limiter>>,
+    /// Groups the inserts of concurrent single-job requests into one statement.
+    pub inserts: Coalescer<NewJob, Result<Insert, store::Error>>,
+    /// Notes confirmed publishes in the ledger, late and many per statement.
+    pub published: marks::PublishMarks,
 }
 
 impl AppState {
@@ -82,8 +87,19 @@ impl AppState {
         let keys = auth::Keys::parse(&settings.api_keys).map_err(|i| {
             format!("configuration key `producer.api_keys[{i}]`: expected sha256:<64 hex digits> (make one with `conveyor keys new`)")
         })?;
+        let insert_store = store.clone();
+        let inserts = Coalescer::start(move |jobs: Vec<NewJob>| {
+            let store = insert_store.clone();
+            async move { store.insert_each(&jobs).await }
+        });
+        let published = marks::PublishMarks::start(
+            store.clone(),
+            Duration::from_millis(settings.mark_published_after_ms),
+        );
         Ok(Self {
             metrics: None,
+            inserts,
+            published,
             store,
             publisher,
             catalog,

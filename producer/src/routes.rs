@@ -325,6 +325,26 @@ fn traceparent(headers: &HeaderMap) -> Option<String> {
     Some(context.to_string())
 }
 
+/// The path of the first string (value or key) in `value` holding a NUL character,
+/// which Postgres refuses in `jsonb`.
+fn nul_in(value: &Value, path: &str) -> Option<String> {
+    match value {
+        Value::String(s) => s.contains('\0').then(|| path.to_owned()),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| nul_in(item, &format!("{path}[{i}]"))),
+        Value::Object(map) => map.iter().find_map(|(key, item)| {
+            if key.contains('\0') {
+                Some(path.to_owned())
+            } else {
+                nul_in(item, &format!("{path}.{key}"))
+            }
+        }),
+        _ => None,
+    }
+}
+
 /// Validates a request into a job to record. Every problem is reported at once.
 ///
 /// # Errors
@@ -357,6 +377,12 @@ pub fn validate(
         && let Err(e) = spec.validate(&args)
     {
         errors.extend(e.prefixed("args"));
+    }
+    if let Some(path) = nul_in(&args, "args") {
+        errors.add(
+            &path,
+            "must not contain the NUL character (\\u0000): the ledger cannot store it",
+        );
     }
     if let Some(queue) = &request.queue
         && !broker::topology::valid_queue_name(queue)
@@ -453,7 +479,7 @@ pub async fn create_job(
     let key = idempotency_key(&headers, request.idempotency_key.clone())?;
     let job = validate(&state, request, key, traceparent(&headers))?;
     let reservation = reserve(&state, 1)?;
-    let record = match state.store.insert_job(&job).await? {
+    let record = match state.inserts.submit(job).await?? {
         Insert::Existing(record) => {
             let body = Accepted {
                 id: record.id,
@@ -535,9 +561,8 @@ async fn publish_all(
             }
         }
     }
-    if let Err(e) = state.store.mark_published(&confirmed).await {
-        tracing::warn!(error = %e, "could not mark jobs published; they may be published twice");
-    }
+    // Noted late and in bulk (see `marks`).
+    state.published.confirmed(confirmed).await;
 }
 
 /// `GET /v1/jobs/{id}`: one job.

@@ -28,6 +28,11 @@ pub struct ProducerSettings {
     pub cors_origins: Vec<String>,
     /// Jobs in one `POST /v1/jobs/batch`, at most.
     pub max_batch: usize,
+    /// How long intake waits before noting confirmed publishes in the ledger, many per
+    /// statement. A job claimed by then needs no note at all, so a queue that keeps up
+    /// pays no write for it. Must stay below `dispatcher.unconfirmed_after_ms`, after
+    /// which an unnoted job is published again (the duplicate is skipped by the claim).
+    pub mark_published_after_ms: u64,
 }
 
 /// A token bucket: `per_second` sustained, `burst` at once.
@@ -52,6 +57,7 @@ impl Default for ProducerSettings {
             rate_limit: None,
             cors_origins: Vec::new(),
             max_batch: 1000,
+            mark_published_after_ms: 2_000,
         }
     }
 }

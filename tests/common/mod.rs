@@ -58,6 +58,7 @@ pub fn test_settings() -> Settings {
     settings.worker.grace_ms = 15_000;
     settings.dispatcher.poll_interval_ms = 100;
     settings.dispatcher.unconfirmed_after_ms = 1_000;
+    settings.producer.mark_published_after_ms = 200;
     settings
 }
 
@@ -571,6 +572,7 @@ impl TestApp {
             .env("CONVEYOR_WORKER__LOST_AFTER_MS", "3000")
             .env("CONVEYOR_DISPATCHER__POLL_INTERVAL_MS", "100")
             .env("CONVEYOR_DISPATCHER__UNCONFIRMED_AFTER_MS", "1000")
+            .env("CONVEYOR_PRODUCER__MARK_PUBLISHED_AFTER_MS", "200")
             .stdout(std::process::Stdio::null());
         if std::env::var_os("TEST_LOG").is_none() {
             command.stderr(std::process::Stdio::null());
