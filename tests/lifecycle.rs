@@ -226,14 +226,46 @@ async fn a_batch_claims_each_job_once_and_completes_them_in_one_statement() {
         })
         .collect();
     let finished = app.store.complete_many(&finishes).await.unwrap();
-    assert_eq!(finished, [true, true]);
-    // A second write of the same outcomes finds nothing running: no double completion,
-    // and the single-job path says why.
+    let recorded = Some(store::Finished::Recorded);
+    assert_eq!(finished, [recorded, recorded]);
+    // A second write of the same outcomes finds nothing running: no double completion.
+    // Completed at that very attempt is what a handler's own transaction leaves.
     let again = app.store.complete_many(&finishes).await.unwrap();
-    assert_eq!(again, [false, false]);
+    let already = Some(store::Finished::AlreadyCompleted);
+    assert_eq!(again, [already, already]);
     assert_eq!(
         app.store.finish(&finishes[0]).await.unwrap(),
         store::Finished::AlreadyCompleted
+    );
+    // A job taken from the worker while it ran is left for the single-job path, which
+    // says by whom.
+    let third = app.enqueue(noop()).await;
+    let third_id: jobs::JobId = third.parse().unwrap();
+    let claims = app.store.claim_many(&[third_id], worker).await.unwrap();
+    let store::Claim::Claimed(job) = &claims[0] else {
+        panic!("{:?}", claims[0])
+    };
+    sqlx::query("UPDATE jobs SET state = 'cancelled' WHERE id = $1")
+        .bind(job.id.as_uuid())
+        .execute(app.store.pool())
+        .await
+        .unwrap();
+    let taken = store::Finish {
+        id: job.id,
+        attempt: job.attempt,
+        worker,
+        started_at: job.started_at,
+        outcome: store::Outcome::Completed {
+            result: json!(null),
+        },
+    };
+    assert_eq!(
+        app.store.complete_many(&[taken.clone()]).await.unwrap(),
+        [None]
+    );
+    assert_eq!(
+        app.store.finish(&taken).await.unwrap(),
+        store::Finished::TakenOver(Some(jobs::JobState::Cancelled))
     );
     for id in [&first, &second] {
         assert_eq!(app.state_of(id).await, "completed");

@@ -564,13 +564,14 @@ impl Store {
     }
 
     /// Records many successful attempts in one statement (job rows and attempt rows).
-    /// `true` for each attempt written; `false` for one the statement did not find running
-    /// at that attempt for that worker — settle those with [`Store::finish`], which says
-    /// why (the handler completed it itself, or it was taken over).
+    /// For each: [`Finished::Recorded`]; [`Finished::AlreadyCompleted`] when the handler
+    /// completed it at that attempt in its own transaction; `None` when it was not
+    /// running at that attempt for that worker for another reason — settle those with
+    /// [`Store::finish`], which says why.
     ///
     /// # Errors
     /// When the database fails (nothing was written).
-    pub async fn complete_many(&self, finishes: &[Finish]) -> Result<Vec<bool>, Error> {
+    pub async fn complete_many(&self, finishes: &[Finish]) -> Result<Vec<Option<Finished>>, Error> {
         let mut ids = Vec::with_capacity(finishes.len());
         let mut attempts = Vec::with_capacity(finishes.len());
         let mut results = Vec::with_capacity(finishes.len());
@@ -607,9 +608,39 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         let done: std::collections::HashSet<Uuid> = done.into_iter().collect();
+        // The rest were not running at that attempt for that worker: most often a
+        // handler completed its job in its own transaction (`order.process`), which one
+        // read tells apart without a transaction per job.
+        let others: Vec<Uuid> = ids
+            .iter()
+            .copied()
+            .filter(|id| !done.contains(id))
+            .collect();
+        let mut now_at = std::collections::HashMap::new();
+        if !others.is_empty() {
+            for row in sqlx::query("SELECT id, state, attempt FROM jobs WHERE id = ANY($1)")
+                .bind(&others)
+                .fetch_all(&self.pool)
+                .await?
+            {
+                let id: Uuid = row.try_get("id")?;
+                now_at.insert(id, (state_of(&row, "state")?, u32_of(&row, "attempt")?));
+            }
+        }
         Ok(finishes
             .iter()
-            .map(|f| done.contains(&f.id.as_uuid()))
+            .map(|f| {
+                if done.contains(&f.id.as_uuid()) {
+                    Some(Finished::Recorded)
+                } else {
+                    match now_at.get(&f.id.as_uuid()) {
+                        Some((JobState::Completed, attempt)) if *attempt == f.attempt => {
+                            Some(Finished::AlreadyCompleted)
+                        }
+                        _ => None,
+                    }
+                }
+            })
             .collect())
     }
 

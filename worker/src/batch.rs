@@ -9,7 +9,7 @@ use store::{Claim, Coalescer, Finish, Finished, Store, WorkerId};
 #[derive(Debug, Clone)]
 pub struct Batcher {
     claims: Coalescer<JobId, Claim>,
-    completions: Coalescer<Finish, bool>,
+    completions: Coalescer<Finish, Option<Finished>>,
 }
 
 impl Batcher {
@@ -39,16 +39,16 @@ impl Batcher {
     }
 
     /// Records one completed attempt, batched with concurrent completions; an attempt
-    /// the batch did not find running is settled alone by [`Store::finish`] (in the
-    /// caller's task, so such attempts never queue behind each other).
+    /// the batch could not settle (taken over while it ran) is settled alone by
+    /// [`Store::finish`] (in the caller's task, so such attempts never queue behind each
+    /// other).
     ///
     /// # Errors
     /// The batch's (or the single write's) database error.
     pub async fn complete(&self, store: &Store, finish: Finish) -> Result<Finished, store::Error> {
-        if self.completions.submit(finish.clone()).await? {
-            Ok(Finished::Recorded)
-        } else {
-            store.finish(&finish).await
+        match self.completions.submit(finish.clone()).await? {
+            Some(finished) => Ok(finished),
+            None => store.finish(&finish).await,
         }
     }
 }
