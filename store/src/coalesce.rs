@@ -55,7 +55,9 @@ impl<T: Send + 'static, R: Send + 'static> Coalescer<T, R> {
             while let Some(batch) = next_batch(&mut queue).await {
                 let (items, replies): (Vec<T>, Vec<Reply<R>>) = batch.into_iter().unzip();
                 let expected = items.len();
-                let outcome = tokio::time::timeout(STATEMENT_LIMIT, write(items))
+                // Boxed: a statement's future is large and would be copied into the
+                // timeout's.
+                let outcome = tokio::time::timeout(STATEMENT_LIMIT, Box::pin(write(items)))
                     .await
                     .unwrap_or(Err(Error::Timeout(STATEMENT_LIMIT)));
                 match outcome {

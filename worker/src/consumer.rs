@@ -299,7 +299,9 @@ impl Worker {
                                     // The channel died while it waited: its redelivery
                                     // is already on the way to some worker.
                                     Ok(_) if !delivery.acker.usable() => Disposition::Abandon,
-                                    Ok(slot) => executor.execute(&delivery.data, slot).await,
+                                    // Boxed: the executor's future is large, and
+                                    // every move of this task would copy it.
+                                    Ok(slot) => Box::pin(executor.execute(&delivery.data, slot)).await,
                                     Err(_) => Disposition::Abandon,
                                 },
                             };
@@ -310,7 +312,7 @@ impl Worker {
                         acks.delivered(delivery.delivery_tag, delivery.acker.clone());
                         let archive = Arc::clone(archive);
                         tracker.spawn(async move {
-                            let disposition = archive.record(&delivery).await;
+                            let disposition = Box::pin(archive.record(&delivery)).await;
                             acks.settle(delivery.delivery_tag, disposition).await;
                         });
                     }
