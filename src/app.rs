@@ -198,6 +198,14 @@ pub async fn start_with(
             topology.clone(),
             format!("{}-producer-{}", settings.namespace, std::process::id()),
         ));
+        // Connect now rather than on the first request, which would otherwise wait for
+        // it (a broker that is down is retried by the first publish, as always).
+        let warm = Arc::clone(&publisher);
+        tokio::spawn(async move {
+            if let Err(e) = warm.ensure_connected().await {
+                tracing::warn!(error = %e, "the intake could not reach the broker yet");
+            }
+        });
         let state = producer::AppState::new(
             store.clone(),
             publisher,

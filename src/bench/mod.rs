@@ -8,6 +8,8 @@
 //! Without `--url`, it starts Conveyor itself on a throwaway database and namespace
 //! (dropped afterwards): in-process, or with `--workers N` as N worker child processes.
 
+mod smtp_sink;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -201,6 +203,8 @@ struct Target {
     children: Vec<tokio::process::Child>,
     owned_database: Option<String>,
     client: reqwest::Client,
+    /// The mail relay of a Conveyor the bench started.
+    _smtp: Option<smtp_sink::SmtpSink>,
 }
 
 impl Target {
@@ -209,7 +213,7 @@ impl Target {
             .pool_max_idle_per_host(options.concurrency.max(1))
             .build()?;
         if let Some(url) = &options.url {
-            return Ok(Target {
+            let target = Target {
                 settings,
                 base: url.trim_end_matches('/').to_owned(),
                 running: None,
@@ -217,7 +221,10 @@ impl Target {
                 children: Vec::new(),
                 owned_database: None,
                 client,
-            });
+                _smtp: None,
+            };
+            target.wait_until_ready().await?;
+            return Ok(target);
         }
         let id = uuid::Uuid::new_v4().simple().to_string();
         let database = format!("conveyor_bench_{}", &id[..12]);
@@ -244,12 +251,18 @@ impl Target {
         .into_iter()
         .collect();
         settings.dispatcher.poll_interval_ms = 200;
+        let smtp = smtp_sink::SmtpSink::start()
+            .await
+            .context("cannot start the bench's SMTP sink")?;
+        settings.smtp.host = "127.0.0.1".to_owned();
+        settings.smtp.port = smtp.port();
+        settings.smtp.tls = worker::mailer::SmtpTls::None;
+        settings.smtp.username = None;
+        settings.smtp.password = None;
         app::migrate(&settings).await?;
         if options.kind == "order.process" {
             let store = store::Store::connect(&settings.database)?;
-            let products = store::parse_catalog(
-                "sku,name,unit_price_minor,currency,stock\nBENCH,Bench item,100,USD,2000000000\n",
-            )?;
+            let products = store::parse_catalog(&bench_catalog())?;
             store.upsert_products(&products).await?;
         }
         let in_process_workers = options.workers == 0;
@@ -285,6 +298,9 @@ impl Target {
                     settings.database.max_connections.to_string(),
                 )
                 .env("CONVEYOR_BROKER__URL", settings.broker.url.expose_secret())
+                .env("CONVEYOR_SMTP__HOST", &settings.smtp.host)
+                .env("CONVEYOR_SMTP__PORT", settings.smtp.port.to_string())
+                .env("CONVEYOR_SMTP__TLS", "none")
                 .env("CONVEYOR_NAMESPACE", &settings.namespace)
                 .env(
                     "CONVEYOR_WORKER__NAME",
@@ -306,9 +322,35 @@ impl Target {
             children,
             owned_database: Some(database),
             client,
+            _smtp: Some(smtp),
         };
         target.wait_for_consumers(options).await?;
+        target.wait_until_ready().await?;
         Ok(target)
+    }
+
+    /// Waits (bounded) until the intake reports ready: its database and broker answer,
+    /// so the first requests measure the intake and not its first connections.
+    async fn wait_until_ready(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = self
+                .client
+                .get(format!("{}/readyz", self.base))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ready {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the intake at {} did not become ready within 60 s",
+                    self.base
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     async fn wait_for_consumers(&self, options: &BenchOptions) -> anyhow::Result<()> {
@@ -411,12 +453,24 @@ impl Target {
     }
 }
 
+/// Products the `order.process` bench orders from: [`BENCH_PRODUCTS`] of them, so that
+/// concurrent orders do not all wait for one product's row lock.
+fn bench_catalog() -> String {
+    let mut csv = String::from("sku,name,unit_price_minor,currency,stock\n");
+    for i in 0..BENCH_PRODUCTS {
+        csv.push_str(&format!("BENCH-{i},Bench item {i},100,USD,2000000000\n"));
+    }
+    csv
+}
+
+const BENCH_PRODUCTS: usize = 100;
+
 fn job_body(kind: &str, i: usize, run: &str) -> Value {
     match kind {
         "order.process" => json!({"kind": "order.process", "args": {
             "order_id": format!("bench-{run}-{i}"),
             "customer": {"email": format!("buyer{i}@example.com"), "name": "Bench Buyer"},
-            "items": [{"sku": format!("BENCH-{}", i % 100), "quantity": 1}],
+            "items": [{"sku": format!("BENCH-{}", i % BENCH_PRODUCTS), "quantity": 1}],
         }}),
         _ => json!({"kind": "noop", "args": {}}),
     }
