@@ -260,7 +260,10 @@ async fn a_batch_claims_each_job_once_and_completes_them_in_one_statement() {
         },
     };
     assert_eq!(
-        app.store.complete_many(&[taken.clone()]).await.unwrap(),
+        app.store
+            .complete_many(std::slice::from_ref(&taken))
+            .await
+            .unwrap(),
         [None]
     );
     assert_eq!(
