@@ -1110,12 +1110,13 @@ pub(crate) async fn record_outcome(
     };
     // Due times are computed by Postgres from the commit's own clock.
     let delay_ms = delay.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    // One statement: the job row (only while this attempt holds it) and its attempt row.
     let updated = sqlx::query(
         "WITH held AS (SELECT id, worker_id, started_at FROM jobs \
              WHERE id = $1 AND state = 'running' AND attempt = $6 \
                AND ($7::uuid IS NULL OR worker_id = $7) \
-             FOR UPDATE) \
-         UPDATE jobs SET \
+             FOR UPDATE), \
+         updated AS (UPDATE jobs SET \
              state = CASE WHEN cancel_requested AND $2 IN ('retrying', 'scheduled') \
                           THEN 'cancelled' ELSE $2 END, \
              result = COALESCE($3, result), \
@@ -1125,9 +1126,15 @@ pub(crate) async fn record_outcome(
              worker_id = NULL, published_at = NULL, updated_at = now(), \
              finished_at = CASE WHEN $2 IN ('completed', 'dead') OR \
                  (cancel_requested AND $2 IN ('retrying', 'scheduled')) THEN now() END \
-         FROM held WHERE jobs.id = held.id \
-         RETURNING jobs.queue, jobs.kind, jobs.args, held.worker_id AS held_by, \
-             held.started_at AS claimed_at",
+           FROM held WHERE jobs.id = held.id \
+           RETURNING jobs.queue, jobs.kind, jobs.args, held.worker_id AS held_by, \
+               held.started_at AS claimed_at), \
+         attempt_row AS (INSERT INTO job_attempts \
+             (job_id, attempt, worker_id, started_at, outcome, error, retry_at) \
+           SELECT $1, $6, COALESCE($7::uuid, held_by), COALESCE($8::timestamptz, claimed_at, now()), \
+               $9, $4, now() + make_interval(secs => $5::bigint / 1000.0) \
+           FROM updated) \
+         SELECT queue, kind, args FROM updated",
     )
     .bind(id.as_uuid())
     .bind(state)
@@ -1136,26 +1143,13 @@ pub(crate) async fn record_outcome(
     .bind(delay_ms)
     .bind(attempt)
     .bind(worker.map(|w| w.0))
+    .bind(started_at)
+    .bind(attempt_outcome)
     .fetch_optional(&mut *conn)
     .await?;
     let Some(row) = updated else {
         return Ok(false);
     };
-    let held_by: Option<Uuid> = row.try_get("held_by")?;
-    let claimed_at: Option<DateTime<Utc>> = row.try_get("claimed_at")?;
-    sqlx::query(
-        "INSERT INTO job_attempts (job_id, attempt, worker_id, started_at, outcome, error, retry_at) \
-         VALUES ($1, $2, $3, COALESCE($4, now()), $5, $6, now() + make_interval(secs => $7::bigint / 1000.0))",
-    )
-    .bind(id.as_uuid())
-    .bind(attempt)
-    .bind(worker.map(|w| w.0).or(held_by))
-    .bind(started_at.or(claimed_at))
-    .bind(attempt_outcome)
-    .bind(error)
-    .bind(delay_ms)
-    .execute(&mut *conn)
-    .await?;
     if let Outcome::Dead { error, reason } = outcome {
         let queue: String = row.try_get("queue")?;
         let kind: String = row.try_get("kind")?;
@@ -1194,9 +1188,12 @@ pub(crate) async fn enqueue_in(
     args: &Value,
     max_attempts: u32,
 ) -> Result<(), Error> {
+    // One round trip: the insert, and the wake-up (delivered when the transaction
+    // commits).
     sqlx::query(
-        "INSERT INTO jobs (id, kind, queue, args, state, max_attempts, attempt_budget, run_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $6, now())",
+        "WITH inserted AS (INSERT INTO jobs (id, kind, queue, args, state, max_attempts, \
+             attempt_budget, run_at) VALUES ($1, $2, $3, $4, $5, $6, $6, now()) RETURNING id) \
+         SELECT pg_notify('conveyor_due', '') FROM inserted",
     )
     .bind(id.as_uuid())
     .bind(kind)
@@ -1206,7 +1203,7 @@ pub(crate) async fn enqueue_in(
     .bind(clamp_i32(u64::from(max_attempts)))
     .execute(&mut *conn)
     .await?;
-    notify_due(conn).await
+    Ok(())
 }
 
 /// Wakes the dispatchers (delivered when the transaction commits).

@@ -199,8 +199,13 @@ async fn take_stock_and_record_lines(
 /// with, so the job that placed an order and every later job for its id return the
 /// same value.
 async fn load_order(conn: &mut PgConnection, order_id: &str) -> Result<Option<OrderResult>, Error> {
+    // One round trip: the order and its lines, in line order.
     let Some(row) = sqlx::query(
-        "SELECT order_id, status, reason, currency, total_minor, email_job_id \
+        "SELECT order_id, status, reason, currency, total_minor, email_job_id, \
+             COALESCE((SELECT json_agg(json_build_object('sku', sku, 'name', name, \
+                     'quantity', quantity, 'unit_price_minor', unit_price_minor, \
+                     'line_total_minor', line_total_minor) ORDER BY line_no) \
+                 FROM order_items WHERE order_items.order_id = orders.order_id), '[]') AS lines \
          FROM orders WHERE order_id = $1",
     )
     .bind(order_id)
@@ -210,26 +215,9 @@ async fn load_order(conn: &mut PgConnection, order_id: &str) -> Result<Option<Or
         return Ok(None);
     };
     let status: String = row.try_get("status")?;
-    let lines = sqlx::query(
-        "SELECT sku, name, quantity, unit_price_minor, line_total_minor FROM order_items \
-         WHERE order_id = $1 ORDER BY line_no",
-    )
-    .bind(order_id)
-    .fetch_all(&mut *conn)
-    .await?
-    .iter()
-    .map(|line| {
-        let quantity: i32 = line.try_get("quantity")?;
-        Ok(PricedLine {
-            sku: line.try_get("sku")?,
-            name: line.try_get("name")?,
-            quantity: u32::try_from(quantity)
-                .map_err(|_| Error::Corrupt("order_items.quantity is negative".into()))?,
-            unit_price_minor: line.try_get("unit_price_minor")?,
-            line_total_minor: line.try_get("line_total_minor")?,
-        })
-    })
-    .collect::<Result<Vec<_>, Error>>()?;
+    let lines: Vec<PricedLine> =
+        serde_json::from_value(row.try_get::<serde_json::Value, _>("lines")?)
+            .map_err(|e| Error::Corrupt(format!("order_items of {order_id}: {e}")))?;
     Ok(Some(OrderResult {
         order_id: row.try_get("order_id")?,
         status: status.parse().map_err(Error::Corrupt)?,
