@@ -11,6 +11,9 @@ use sqlx::{PgPool, Postgres};
 
 use crate::error::Error;
 
+/// A pooled connection idle at least this long is pinged before it is handed out.
+const IDLE_CHECK_AFTER: Duration = Duration::from_secs(1);
+
 /// How to reach Postgres. `url` is a secret: it may hold a password.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -66,6 +69,19 @@ impl DatabaseSettings {
             .max_connections(self.max_connections)
             .min_connections(0)
             .acquire_timeout(Duration::from_millis(self.acquire_timeout_ms))
+            // A connection idle for a while is checked before use (a database restart
+            // leaves the pool holding dead ones); one in steady use is not, which would
+            // add a round trip to every statement. One that died while in use fails its
+            // statement with a transient error, which callers retry.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= IDLE_CHECK_AFTER {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_lazy_with(self.connect_options()?))
     }
 
