@@ -103,6 +103,10 @@ pub struct BenchArgs {
     /// Worker concurrency per queue.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=10_000))]
     pub worker_concurrency: u16,
+    /// Jobs run first, the same way, and left out of every figure: the measured run
+    /// starts with open connections and prepared statements (steady state).
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub warmup: u64,
     /// Also measure the raw pipeline and print Conveyor's throughput as a ratio of it.
     #[arg(long)]
     pub baseline: bool,

@@ -65,6 +65,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 rate: args.rate,
                 workers: usize::try_from(args.workers).unwrap_or(0),
                 worker_concurrency: args.worker_concurrency,
+                warmup: usize::try_from(args.warmup).unwrap_or(usize::MAX),
                 baseline: args.baseline,
                 url: args.url,
                 api_key: args.api_key,

@@ -20,6 +20,8 @@ async fn bench_accounts_for_every_job_exactly_once() {
             kind,
             "--concurrency",
             "8",
+            "--warmup",
+            "20",
             "--json",
         ];
         let path = report_path.to_str().unwrap().to_owned();

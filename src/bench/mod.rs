@@ -47,6 +47,8 @@ pub struct BenchOptions {
     pub workers: usize,
     /// Worker concurrency per queue.
     pub worker_concurrency: u16,
+    /// Jobs run first and left out of every figure.
+    pub warmup: usize,
     /// Also measure the raw pipeline.
     pub baseline: bool,
     /// A running intake to drive instead of starting one (its database must be
@@ -86,6 +88,8 @@ pub struct Report {
     pub rate: Option<f64>,
     /// Worker processes (0: in-process).
     pub workers: usize,
+    /// Jobs run before the measured ones and left out.
+    pub warmup: usize,
     /// Jobs accepted per second at the intake.
     pub intake_jobs_per_sec: f64,
     /// Jobs completed per second, first accepted to last completed.
@@ -129,9 +133,35 @@ pub async fn run(settings: Settings, options: BenchOptions) -> anyhow::Result<Re
         );
     }
     let mut target = Target::start(settings, &options).await?;
-    let result = measure(&mut target, &options).await;
+    let warmed = if options.warmup > 0 {
+        let warmup = BenchOptions {
+            jobs: options.warmup,
+            ..options.clone()
+        };
+        measure(&mut target, &warmup)
+            .await
+            .context("the warm-up failed")
+            .and_then(|report| {
+                if report.missing == 0 && report.completed_twice == 0 {
+                    Ok(())
+                } else {
+                    Err(anyhow::anyhow!(
+                        "the warm-up lost or repeated jobs: {} missing, {} twice",
+                        report.missing,
+                        report.completed_twice
+                    ))
+                }
+            })
+    } else {
+        Ok(())
+    };
+    let result = match warmed {
+        Ok(()) => measure(&mut target, &options).await,
+        Err(e) => Err(e),
+    };
     target.stop().await;
     let mut report = result?;
+    report.warmup = options.warmup;
     if options.baseline {
         eprintln!("measuring the raw pipeline (publish+confirm → consume → batched INSERT → ack)…");
         let rate = baseline(&target.settings, options.jobs.max(20_000)).await?;
@@ -155,7 +185,7 @@ pub fn summary(report: &Report) -> String {
         )
     };
     let mut out = format!(
-        "conveyor bench: {} × {} ({} clients{}{}, {} worker process(es))\n\
+        "conveyor bench: {} × {} ({} clients{}{}, {} worker process(es), after {} warm-up jobs)\n\
          intake            {:>10.0} jobs/s\n\
          end to end        {:>10.0} jobs/s\n\
          accept            {}\n\
@@ -173,6 +203,7 @@ pub fn summary(report: &Report) -> String {
             .rate
             .map_or(String::new(), |r| format!(", open loop at {r}/s")),
         report.workers,
+        report.warmup,
         report.intake_jobs_per_sec,
         report.end_to_end_jobs_per_sec,
         p(&report.accept_ms),
@@ -616,6 +647,7 @@ async fn measure(target: &mut Target, options: &BenchOptions) -> anyhow::Result<
         batch: options.batch,
         rate: options.rate,
         workers: options.workers,
+        warmup: 0,
         intake_jobs_per_sec: options.jobs as f64 / intake_elapsed.as_secs_f64(),
         end_to_end_jobs_per_sec: span.map_or(0.0, |s| completed as f64 / s.max(1e-6)),
         accept_ms: percentiles(&mut accept),
