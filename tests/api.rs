@@ -79,11 +79,12 @@ async fn without_keys_the_intake_refuses_to_listen_beyond_loopback() {
     assert!(message.contains("without API keys"), "{message}");
     settings.producer.api_keys = vec![key_pair().1];
     let shutdown = CancellationToken::new();
-    let running = app::start(settings, Roles::INTAKE, shutdown.clone())
+    let running = app::start(settings.clone(), Roles::INTAKE, shutdown.clone())
         .await
         .expect("starts with keys");
     shutdown.cancel();
     running.wait().await.unwrap();
+    common::drop_database(&settings).await;
 }
 
 #[tokio::test]

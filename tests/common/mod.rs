@@ -445,14 +445,7 @@ impl TestApp {
     }
 
     pub fn database_name(&self) -> String {
-        self.settings
-            .database
-            .url
-            .expose_secret()
-            .rsplit('/')
-            .next()
-            .unwrap_or_default()
-            .to_owned()
+        database_name(&self.settings)
     }
 
     /// Asks every role to stop and waits for them to drain.
@@ -481,11 +474,7 @@ impl TestApp {
                 .await;
         }
         let _ = connection.close(200, "done".into()).await;
-        admin(&format!(
-            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-            self.database_name()
-        ))
-        .await;
+        drop_database(&self.settings).await;
     }
 }
 
@@ -604,6 +593,27 @@ impl TestApp {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// The database a test's settings name.
+pub fn database_name(settings: &Settings) -> String {
+    settings
+        .database
+        .url
+        .expose_secret()
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Drops a test's database (for tests that start Conveyor without a `TestApp`).
+pub async fn drop_database(settings: &Settings) {
+    admin(&format!(
+        "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+        database_name(settings)
+    ))
+    .await;
 }
 
 /// Runs one statement as the server's administrator (on the `postgres` database).
