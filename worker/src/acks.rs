@@ -60,8 +60,12 @@ impl Acks {
 
 #[derive(Default)]
 struct Ledger {
-    /// Delivered and not yet settled, with whether its task abandoned it.
-    unsettled: BTreeMap<u64, (Acker, bool)>,
+    /// Delivered and not yet settled (abandoned deliveries stay here: a barrier that no
+    /// `multiple` ack may cross).
+    unsettled: BTreeMap<u64, Acker>,
+    /// A settlement failed or timed out: the channel is gone, the broker redelivers
+    /// everything unsettled, and waiting on each remaining one would only stall.
+    broken: bool,
 }
 
 async fn run(mut queue: mpsc::UnboundedReceiver<Event>) {
@@ -73,7 +77,7 @@ async fn run(mut queue: mpsc::UnboundedReceiver<Event>) {
         while let Some(next) = event {
             match next {
                 Event::Delivered(tag, acker) => {
-                    ledger.unsettled.insert(tag, (acker, false));
+                    ledger.unsettled.insert(tag, acker);
                 }
                 Event::Done(tag, disposition, reply) => {
                     match disposition {
@@ -81,24 +85,17 @@ async fn run(mut queue: mpsc::UnboundedReceiver<Event>) {
                             to_ack.insert(tag);
                         }
                         Disposition::Reject => {
-                            if let Some((acker, _)) = ledger.unsettled.remove(&tag) {
-                                report(
-                                    tokio::time::timeout(
-                                        ACK_TIMEOUT,
-                                        acker.nack(BasicNackOptions {
-                                            requeue: false,
-                                            ..BasicNackOptions::default()
-                                        }),
-                                    )
-                                    .await,
-                                );
+                            if let Some(acker) = ledger.unsettled.remove(&tag) {
+                                ledger
+                                    .send(acker.nack(BasicNackOptions {
+                                        requeue: false,
+                                        ..BasicNackOptions::default()
+                                    }))
+                                    .await;
                             }
                         }
-                        Disposition::Abandon => {
-                            if let Some(entry) = ledger.unsettled.get_mut(&tag) {
-                                entry.1 = true;
-                            }
-                        }
+                        // Left unsettled for redelivery.
+                        Disposition::Abandon => {}
                     }
                     waiting.push(reply);
                 }
@@ -144,36 +141,38 @@ impl Ledger {
         }
         let (run, singles) = plan(self.unsettled.keys().copied(), tags);
         if let Some((end, multiple)) = run {
-            if let Some((acker, _)) = self.unsettled.get(&end) {
-                report(send_ack(acker, multiple).await);
-            }
             let rest = self.unsettled.split_off(&(end + 1));
+            if let Some(acker) = self.unsettled.remove(&end) {
+                self.send(acker.ack(BasicAckOptions { multiple })).await;
+            }
             self.unsettled = rest;
         }
         for tag in singles {
-            if let Some((acker, _)) = self.unsettled.remove(&tag) {
-                report(send_ack(&acker, false).await);
+            if let Some(acker) = self.unsettled.remove(&tag) {
+                self.send(acker.ack(BasicAckOptions { multiple: false }))
+                    .await;
             }
         }
     }
-}
 
-async fn send_ack(
-    acker: &Acker,
-    multiple: bool,
-) -> Result<Result<bool, broker::lapin::Error>, tokio::time::error::Elapsed> {
-    tokio::time::timeout(ACK_TIMEOUT, acker.ack(BasicAckOptions { multiple })).await
-}
-
-fn report(result: Result<Result<bool, broker::lapin::Error>, tokio::time::error::Elapsed>) {
-    match result {
-        Ok(Ok(_)) => {}
-        // The channel died after the outcome was committed: the redelivery finds the
-        // job final and is acked without running.
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "could not settle a delivery; it will be redelivered")
+    /// Sends one settlement, unless the channel already failed one.
+    async fn send(&mut self, settlement: impl Future<Output = Result<bool, broker::lapin::Error>>) {
+        if self.broken {
+            return;
         }
-        Err(_) => tracing::warn!("settling a delivery timed out; it will be redelivered"),
+        match tokio::time::timeout(ACK_TIMEOUT, settlement).await {
+            Ok(Ok(_)) => {}
+            // The channel died after the outcome was committed: the redelivery finds
+            // the job final and is acked without running.
+            Ok(Err(e)) => {
+                self.broken = true;
+                tracing::warn!(error = %e, "could not settle deliveries; they will be redelivered");
+            }
+            Err(_) => {
+                self.broken = true;
+                tracing::warn!("settling deliveries timed out; they will be redelivered");
+            }
+        }
     }
 }
 
