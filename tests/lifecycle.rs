@@ -350,3 +350,42 @@ async fn prefetched_jobs_wait_for_a_slot_and_shutdown_leaves_the_unstarted_ones_
     }
     next.teardown().await;
 }
+
+#[tokio::test]
+async fn confirmed_publishes_are_noted_late_and_whatever_is_pending_when_the_intake_stops() {
+    let noted = |id: &str| {
+        format!("SELECT count(*) FROM jobs WHERE id = '{id}' AND published_at IS NOT NULL")
+    };
+    // Noted after producer.mark_published_after_ms (200 ms in tests).
+    let app = spawn_app_with(|_| {}, Roles::INTAKE).await;
+    let id = app.enqueue(noop()).await;
+    app.wait_for_count(&noted(&id), 1, Duration::from_secs(10))
+        .await;
+    app.teardown().await;
+
+    // Notes still waiting are written when the intake stops, so a restart does not make
+    // the dispatcher publish those jobs again.
+    let mut app = spawn_app_with(
+        |s| {
+            s.producer.mark_published_after_ms = 600_000;
+            s.dispatcher.unconfirmed_after_ms = 1_200_000;
+        },
+        Roles::INTAKE,
+    )
+    .await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(app.enqueue(noop()).await);
+    }
+    assert_eq!(
+        app.count("SELECT count(*) FROM jobs WHERE published_at IS NOT NULL")
+            .await,
+        0,
+        "noted before the delay"
+    );
+    app.shutdown().await.expect("clean shutdown");
+    for id in &ids {
+        assert_eq!(app.count(&noted(id)).await, 1, "job {id} was not noted");
+    }
+    app.teardown().await;
+}

@@ -323,10 +323,15 @@ pub async fn serve(
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(
+    let marks = state.published.clone();
+    let served = axum::serve(
         listener,
         app(state).into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown.cancelled_owned())
-    .await
+    .await;
+    // Note the publishes confirmed so far now, so a restart does not make the
+    // dispatcher publish them all again.
+    marks.flush().await;
+    served
 }

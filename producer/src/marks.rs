@@ -5,7 +5,8 @@
 //! dispatcher. Writing it at once would cost every job one more row version. Waiting
 //! `producer.mark_published_after_ms` first means a job a worker has already claimed by
 //! then needs no note (the statement skips it), and the jobs still waiting in a backlog
-//! are noted many per statement. A note that never lands (a crash, a database error)
+//! are noted many per statement; what is pending when the intake stops is noted then.
+//! A note that never lands (a crash, a database error)
 //! only makes the dispatcher publish the job again after
 //! `dispatcher.unconfirmed_after_ms`, and the worker's claim skips the duplicate.
 
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 use jobs::JobId;
 use store::Store;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 /// Most ids noted in one statement.
@@ -22,10 +23,20 @@ const CHUNK: usize = 5_000;
 /// Confirmed publishes waiting to be noted.
 const QUEUE: usize = 100_000;
 
+/// How long [`PublishMarks::flush`] may take.
+const FLUSH_LIMIT: Duration = Duration::from_secs(5);
+
+enum Note {
+    /// A publish was confirmed at this instant.
+    Confirmed(JobId, Instant),
+    /// Note everything pending now, then answer.
+    Flush(oneshot::Sender<()>),
+}
+
 /// Handle to the noting task; it ends when every handle is dropped.
 #[derive(Debug, Clone)]
 pub struct PublishMarks {
-    confirmed: mpsc::Sender<(JobId, Instant)>,
+    confirmed: mpsc::Sender<Note>,
 }
 
 impl PublishMarks {
@@ -40,19 +51,39 @@ impl PublishMarks {
     pub async fn confirmed(&self, ids: Vec<JobId>) {
         let now = Instant::now();
         for id in ids {
-            if self.confirmed.send((id, now)).await.is_err() {
+            if self.confirmed.send(Note::Confirmed(id, now)).await.is_err() {
                 return;
             }
         }
     }
+
+    /// Notes everything pending now (at shutdown), waiting at most a few seconds.
+    pub async fn flush(&self) {
+        let (done, noted) = oneshot::channel();
+        let flushed = async {
+            if self.confirmed.send(Note::Flush(done)).await.is_ok() {
+                let _ = noted.await;
+            }
+        };
+        if tokio::time::timeout(FLUSH_LIMIT, flushed).await.is_err() {
+            tracing::warn!(
+                "could not note every confirmed publish before stopping; the dispatcher will publish those jobs again"
+            );
+        }
+    }
 }
 
-async fn run(store: Store, after: Duration, mut queue: mpsc::Receiver<(JobId, Instant)>) {
+async fn run(store: Store, after: Duration, mut queue: mpsc::Receiver<Note>) {
     let mut pending: Vec<(JobId, Instant)> = Vec::new();
     loop {
+        let mut flushed = None;
         if pending.is_empty() {
             match queue.recv().await {
-                Some(first) => pending.push(first),
+                Some(Note::Confirmed(id, at)) => pending.push((id, at)),
+                Some(Note::Flush(done)) => {
+                    let _ = done.send(());
+                    continue;
+                }
                 None => return,
             }
         }
@@ -62,13 +93,17 @@ async fn run(store: Store, after: Duration, mut queue: mpsc::Receiver<(JobId, In
             tokio::select! {
                 () = tokio::time::sleep_until(due) => break false,
                 next = queue.recv() => match next {
-                    Some(next) => pending.push(next),
+                    Some(Note::Confirmed(id, at)) => pending.push((id, at)),
+                    Some(Note::Flush(done)) => {
+                        flushed = Some(done);
+                        break false;
+                    }
                     None => break true,
                 },
             }
         };
         let now = Instant::now();
-        let ready = if closed {
+        let ready = if closed || flushed.is_some() {
             pending.len()
         } else {
             pending.partition_point(|(_, at)| *at + after <= now)
@@ -78,6 +113,9 @@ async fn run(store: Store, after: Duration, mut queue: mpsc::Receiver<(JobId, In
             if let Err(e) = store.mark_published(chunk).await {
                 tracing::warn!(error = %e, jobs = chunk.len(), "could not note confirmed publishes; the dispatcher will publish those jobs again");
             }
+        }
+        if let Some(done) = flushed {
+            let _ = done.send(());
         }
         if closed && pending.is_empty() {
             return;
