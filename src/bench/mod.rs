@@ -466,6 +466,11 @@ impl Target {
                         .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
                         .await;
                 }
+                for exchange in [topology.exchange(), topology.dead_exchange()] {
+                    let _ = channel
+                        .exchange_delete(exchange.as_str().into(), Default::default())
+                        .await;
+                }
             }
             let _ = connection.close(200, "done".into()).await;
         }

@@ -460,17 +460,34 @@ impl TestApp {
     /// Stops the roles, then removes the test's queues and database.
     pub async fn teardown(mut self) {
         self.shutdown().await.expect("roles stop cleanly");
+        // Every queue the test's jobs named, besides the standard ones.
+        let used: Vec<String> = sqlx::query_scalar("SELECT DISTINCT queue FROM jobs")
+            .fetch_all(self.store.pool())
+            .await
+            .unwrap_or_default();
         self.store.pool().close().await;
         let connection = self.amqp().await;
         let channel = connection.create_channel().await.expect("channel");
         let ns = &self.settings.namespace;
-        for queue in ["default", "orders", "emails"]
-            .map(|q| format!("{ns}.q.{q}"))
+        let mut queues: Vec<String> = ["default", "orders", "emails"]
             .into_iter()
+            .map(str::to_owned)
+            .chain(used)
+            .collect();
+        queues.sort();
+        queues.dedup();
+        for queue in queues
+            .iter()
+            .map(|q| format!("{ns}.q.{q}"))
             .chain([format!("{ns}.dead")])
         {
             let _ = channel
                 .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+        for exchange in [format!("{ns}.jobs"), format!("{ns}.dead")] {
+            let _ = channel
+                .exchange_delete(exchange.as_str().into(), Default::default())
                 .await;
         }
         let _ = connection.close(200, "done".into()).await;
