@@ -84,6 +84,7 @@ async fn without_keys_the_intake_refuses_to_listen_beyond_loopback() {
         .expect("starts with keys");
     shutdown.cancel();
     running.wait().await.unwrap();
+    common::delete_broker_objects(&settings, Vec::new()).await;
     common::drop_database(&settings).await;
 }
 

@@ -466,31 +466,7 @@ impl TestApp {
             .await
             .unwrap_or_default();
         self.store.pool().close().await;
-        let connection = self.amqp().await;
-        let channel = connection.create_channel().await.expect("channel");
-        let ns = &self.settings.namespace;
-        let mut queues: Vec<String> = ["default", "orders", "emails"]
-            .into_iter()
-            .map(str::to_owned)
-            .chain(used)
-            .collect();
-        queues.sort();
-        queues.dedup();
-        for queue in queues
-            .iter()
-            .map(|q| format!("{ns}.q.{q}"))
-            .chain([format!("{ns}.dead")])
-        {
-            let _ = channel
-                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-                .await;
-        }
-        for exchange in [format!("{ns}.jobs"), format!("{ns}.dead")] {
-            let _ = channel
-                .exchange_delete(exchange.as_str().into(), Default::default())
-                .await;
-        }
-        let _ = connection.close(200, "done".into()).await;
+        delete_broker_objects(&self.settings, used).await;
         drop_database(&self.settings).await;
     }
 }
@@ -622,6 +598,37 @@ pub fn database_name(settings: &Settings) -> String {
         .next()
         .unwrap_or_default()
         .to_owned()
+}
+
+/// Deletes a test namespace's queues (the standard ones and `extra`) and exchanges.
+pub async fn delete_broker_objects(settings: &Settings, extra: Vec<String>) {
+    let connection = broker::connect(&settings.broker, "conveyor-test-cleanup")
+        .await
+        .expect("the test broker answers");
+    let channel = connection.create_channel().await.expect("channel");
+    let ns = &settings.namespace;
+    let mut queues: Vec<String> = ["default", "orders", "emails"]
+        .into_iter()
+        .map(str::to_owned)
+        .chain(extra)
+        .collect();
+    queues.sort();
+    queues.dedup();
+    for queue in queues
+        .iter()
+        .map(|q| format!("{ns}.q.{q}"))
+        .chain([format!("{ns}.dead")])
+    {
+        let _ = channel
+            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await;
+    }
+    for exchange in [format!("{ns}.jobs"), format!("{ns}.dead")] {
+        let _ = channel
+            .exchange_delete(exchange.as_str().into(), Default::default())
+            .await;
+    }
+    let _ = connection.close(200, "done".into()).await;
 }
 
 /// Drops a test's database (for tests that start Conveyor without a `TestApp`).
