@@ -201,9 +201,15 @@ pub async fn start_with(
         // Connect now rather than on the first request, which would otherwise wait for
         // it (a broker that is down is retried by the first publish, as always).
         let warm = Arc::clone(&publisher);
+        let stop = shutdown.clone();
         tokio::spawn(async move {
-            if let Err(e) = warm.ensure_connected().await {
-                tracing::warn!(error = %e, "the intake could not reach the broker yet");
+            tokio::select! {
+                () = stop.cancelled() => {}
+                connected = warm.ensure_connected() => {
+                    if let Err(e) = connected {
+                        tracing::warn!(error = %e, "the intake could not reach the broker yet");
+                    }
+                }
             }
         });
         let state = producer::AppState::new(
