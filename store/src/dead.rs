@@ -11,7 +11,7 @@ use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use crate::error::Error;
-use crate::ledger::Store;
+use crate::ledger::{Store, notify_due};
 
 /// Which dead letters an operator means. Empty fields match everything.
 #[derive(Debug, Clone, Default)]
@@ -486,13 +486,6 @@ async fn resolve(
     sqlx::query("UPDATE dead_letters SET resolved_at = now(), resolution = $2 WHERE id = $1")
         .bind(letter)
         .bind(how)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
-async fn notify_due(tx: &mut Transaction<'static, Postgres>) -> Result<(), Error> {
-    sqlx::query("SELECT pg_notify('conveyor_due', '')")
         .execute(&mut **tx)
         .await?;
     Ok(())

@@ -1207,7 +1207,7 @@ pub(crate) async fn enqueue_in(
 }
 
 /// Wakes the dispatchers (delivered when the transaction commits).
-async fn notify_due(conn: &mut PgConnection) -> Result<(), Error> {
+pub(crate) async fn notify_due(conn: &mut PgConnection) -> Result<(), Error> {
     sqlx::query("SELECT pg_notify('conveyor_due', '')")
         .execute(&mut *conn)
         .await?;
