@@ -239,12 +239,7 @@ async fn a_batch_with_one_bad_job_stores_none_and_names_each_failure() {
 
     assert_eq!(bad.status(), 422);
     let body: Value = bad.json().await.unwrap();
-    let fields: Vec<&str> = body["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["field"].as_str().unwrap())
-        .collect();
+    let fields = common::error_fields(&body);
     assert_eq!(fields, ["jobs[1].args.ms", "jobs[3].kind"]);
     assert_eq!(oversized.status(), 422);
     let body: Value = oversized.json().await.unwrap();
@@ -339,12 +334,7 @@ async fn listing_pages_through_2500_jobs_without_gaps_or_repeats() {
         .unwrap();
     assert_eq!(bad.status(), 422);
     let body: Value = bad.json().await.unwrap();
-    let fields: Vec<&str> = body["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["field"].as_str().unwrap())
-        .collect();
+    let fields = common::error_fields(&body);
     assert_eq!(fields, ["state", "limit"]);
     let enqueued: Value = app
         .client

@@ -141,12 +141,7 @@ async fn invalid_email_args_are_422_naming_the_field_and_store_nothing() {
             .await;
         assert_eq!(response.status(), 422, "{args}");
         let body: Value = response.json().await.unwrap();
-        let named: Vec<&str> = body["errors"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["field"].as_str().unwrap())
-            .collect();
+        let named = common::error_fields(&body);
         assert_eq!(named, fields, "{body}");
     }
     assert_eq!(app.count("SELECT count(*) FROM jobs").await, 0);

@@ -158,12 +158,7 @@ async fn unknown_fields_and_bad_options_are_422_naming_each() {
             .contains("priority"),
         "{unknown}"
     );
-    let fields: Vec<&str> = options["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["field"].as_str().unwrap())
-        .collect();
+    let fields = common::error_fields(&options);
     assert_eq!(fields, ["queue", "max_attempts", "delay_ms"]);
     assert_eq!(kind_type["errors"][0]["field"], "kind");
     assert_eq!(missing_kind["errors"][0]["field"], "kind");

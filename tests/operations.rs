@@ -189,21 +189,10 @@ async fn a_jobs_traceparent_is_the_parent_of_the_workers_span() {
     let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let caller_span = "00f067aa0ba902b7";
 
-    let response = app
-        .client
-        .post(format!("{base}/v1/jobs"))
-        .header("traceparent", format!("00-{caller_trace}-{caller_span}-01"))
-        .json(&common::noop())
-        .send()
-        .await
-        .unwrap();
-    let id = response.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
     let job = app
-        .wait_for_state_at(&base, None, &id, "completed", Duration::from_secs(30))
+        .complete_traced_noop_at(&base, &format!("00-{caller_trace}-{caller_span}-01"))
         .await;
+    let id = job["id"].as_str().unwrap().to_owned();
     terminate(&child);
     let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
         .await

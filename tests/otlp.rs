@@ -6,11 +6,9 @@
 mod common;
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use common::{free_port, spawn_app_with, terminate};
 use conveyor::app::Roles;
-use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A minimal OTLP/HTTP collector: records the bodies POSTed to it.
@@ -76,23 +74,8 @@ async fn spans_are_exported_and_the_attempt_is_in_the_requests_trace() {
     app.wait_ready(&base).await;
     let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
 
-    let response = app
-        .client
-        .post(format!("{base}/v1/jobs"))
-        .header(
-            "traceparent",
-            format!("00-{caller_trace}-00f067aa0ba902b7-01"),
-        )
-        .json(&common::noop())
-        .send()
-        .await
-        .unwrap();
-    let id = response.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
     let job = app
-        .wait_for_state_at(&base, None, &id, "completed", Duration::from_secs(30))
+        .complete_traced_noop_at(&base, &format!("00-{caller_trace}-00f067aa0ba902b7-01"))
         .await;
     terminate(&child);
     let _ = child.wait_with_output().await;

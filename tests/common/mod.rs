@@ -156,6 +156,25 @@ impl TestApp {
         json["id"].as_str().expect("an id").to_owned()
     }
 
+    /// Posts a noop job to the intake at `base` as a caller in trace context
+    /// `traceparent`, and returns the job once it completed.
+    pub async fn complete_traced_noop_at(&self, base: &str, traceparent: &str) -> Value {
+        let response = self
+            .client
+            .post(format!("{base}/v1/jobs"))
+            .header("traceparent", traceparent)
+            .json(&noop())
+            .send()
+            .await
+            .expect("the intake answers");
+        let id = response.json::<Value>().await.expect("json body")["id"]
+            .as_str()
+            .expect("an id")
+            .to_owned();
+        self.wait_for_state_at(base, None, &id, "completed", Duration::from_secs(30))
+            .await
+    }
+
     pub async fn get_job(&self, id: &str) -> Value {
         self.get_job_at(&self.address, None, id).await
     }
@@ -469,6 +488,16 @@ impl TestApp {
         delete_broker_objects(&self.settings, used).await;
         drop_database(&self.settings).await;
     }
+}
+
+/// The fields a problem+json body names, in order.
+pub fn error_fields(body: &Value) -> Vec<&str> {
+    body["errors"]
+        .as_array()
+        .expect("a problem body lists its errors")
+        .iter()
+        .map(|e| e["field"].as_str().expect("each error names its field"))
+        .collect()
 }
 
 pub fn noop() -> Value {
