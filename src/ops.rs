@@ -423,18 +423,7 @@ async fn consumer_counts<'a>(
     let mut counts = Vec::with_capacity(queues.len());
     for queue in queues {
         let count = async {
-            // A passive declare of a missing queue closes the channel: one per queue.
-            let channel = connection.create_channel().await.ok()?;
-            let options = lapin::options::QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            };
-            let declared = channel
-                .queue_declare(
-                    topology.queue(queue).as_str().into(),
-                    options,
-                    lapin::types::FieldTable::default(),
-                )
+            let declared = broker::topology::inspect(&connection, &topology.queue(queue))
                 .await
                 .ok()?;
             Some(declared.consumer_count())

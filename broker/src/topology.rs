@@ -11,9 +11,9 @@
 //! Declaring is idempotent; a queue declared with other arguments is an error from the
 //! broker (PRECONDITION_FAILED), reported, never silently replaced.
 
-use lapin::Channel;
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{Channel, Connection, Queue};
 
 use crate::error::Error;
 
@@ -138,6 +138,27 @@ async fn declare_quorum(channel: &Channel, name: &str, args: FieldTable) -> Resu
     };
     channel.queue_declare(name.into(), options, args).await?;
     Ok(())
+}
+
+/// Looks at an existing queue (its ready messages and consumers) without declaring it.
+/// Uses a channel of its own: the broker closes the channel of a passive declare that
+/// names a missing queue.
+///
+/// # Errors
+/// The queue does not exist, or the broker failed.
+pub async fn inspect(connection: &Connection, name: &str) -> Result<Queue, Error> {
+    let channel = connection.create_channel().await?;
+    let queue = channel
+        .queue_declare(
+            name.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(queue)
 }
 
 fn text(value: &str) -> AMQPValue {

@@ -405,17 +405,7 @@ impl Target {
         topology.declare_base(&setup).await?;
         topology.declare_queue(&setup, queue).await?;
         loop {
-            let channel = connection.create_channel().await?;
-            let declared = channel
-                .queue_declare(
-                    name.as_str().into(),
-                    QueueDeclareOptions {
-                        passive: true,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await;
+            let declared = broker::topology::inspect(&connection, &name).await;
             if declared.is_ok_and(|q| q.consumer_count() >= expected) {
                 break;
             }

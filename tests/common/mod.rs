@@ -8,10 +8,7 @@ pub mod smtp;
 
 use std::time::Duration;
 
-use broker::lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
-};
-use broker::lapin::types::FieldTable;
+use broker::lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeleteOptions};
 use broker::lapin::{BasicProperties, Connection, ConnectionProperties};
 use conveyor::app::{self, Roles, Running};
 use conveyor::config::Settings;
@@ -360,18 +357,8 @@ impl TestApp {
     /// Messages ready in a Conveyor queue (`None` when the queue does not exist).
     pub async fn queue_depth(&self, queue: &str) -> Option<u32> {
         let connection = self.amqp().await;
-        let channel = connection.create_channel().await.expect("channel");
         let name = format!("{}.q.{queue}", self.settings.namespace);
-        let result = channel
-            .queue_declare(
-                name.as_str().into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await;
+        let result = broker::topology::inspect(&connection, &name).await;
         let _ = connection.close(200, "done".into()).await;
         result.ok().map(|q| q.message_count())
     }
@@ -382,18 +369,7 @@ impl TestApp {
         let name = format!("{}.q.{queue}", self.settings.namespace);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            // A failed passive declare closes the channel: use a fresh one each time.
-            let channel = connection.create_channel().await.expect("channel");
-            let declared = channel
-                .queue_declare(
-                    name.as_str().into(),
-                    QueueDeclareOptions {
-                        passive: true,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await;
+            let declared = broker::topology::inspect(&connection, &name).await;
             if let Ok(queue) = declared
                 && queue.consumer_count() > 0
             {
