@@ -144,15 +144,22 @@ pub fn metrics_renderer(store: store::Store) -> producer::MetricsRender {
     })
 }
 
+/// The `# HELP` and `# TYPE` lines that open a gauge family.
+fn gauge_header(out: &mut String, name: &str, help: &str) {
+    use std::fmt::Write;
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} gauge");
+}
+
 /// Per-queue ledger gauges in Prometheus text format.
 pub fn queue_gauges(stats: &[store::QueueStats]) -> String {
     use std::fmt::Write;
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP conveyor_queue_jobs Jobs per queue and state, from the ledger."
+    gauge_header(
+        &mut out,
+        "conveyor_queue_jobs",
+        "Jobs per queue and state, from the ledger.",
     );
-    let _ = writeln!(out, "# TYPE conveyor_queue_jobs gauge");
     for q in stats {
         for (state, n) in [
             ("ready", q.ready),
@@ -168,11 +175,11 @@ pub fn queue_gauges(stats: &[store::QueueStats]) -> String {
             );
         }
     }
-    let _ = writeln!(
-        out,
-        "# HELP conveyor_queue_oldest_ready_age_seconds Age of the oldest job waiting for a worker (scale workers on this)."
+    gauge_header(
+        &mut out,
+        "conveyor_queue_oldest_ready_age_seconds",
+        "Age of the oldest job waiting for a worker (scale workers on this).",
     );
-    let _ = writeln!(out, "# TYPE conveyor_queue_oldest_ready_age_seconds gauge");
     for q in stats {
         let _ = writeln!(
             out,
@@ -180,11 +187,11 @@ pub fn queue_gauges(stats: &[store::QueueStats]) -> String {
             q.queue, q.oldest_ready_age_seconds
         );
     }
-    let _ = writeln!(
-        out,
-        "# HELP conveyor_queue_attempts_last_minute Attempts finished in the last minute, by result."
+    gauge_header(
+        &mut out,
+        "conveyor_queue_attempts_last_minute",
+        "Attempts finished in the last minute, by result.",
     );
-    let _ = writeln!(out, "# TYPE conveyor_queue_attempts_last_minute gauge");
     for q in stats {
         let _ = writeln!(
             out,
