@@ -11,7 +11,10 @@
 //! Declaring is idempotent; a queue declared with other arguments is an error from the
 //! broker (PRECONDITION_FAILED), reported, never silently replaced.
 
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{
+    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, Connection, Queue};
 
@@ -127,6 +130,26 @@ impl Topology {
             )
             .await?;
         Ok(())
+    }
+
+    /// Deletes a throwaway namespace (a test's, a benchmark's): the work queues named in
+    /// `queues`, the dead-letter queue and both exchanges. Best effort: what is missing
+    /// or fails is skipped.
+    pub async fn delete(&self, channel: &Channel, queues: &[&str]) {
+        for queue in queues
+            .iter()
+            .map(|q| self.queue(q))
+            .chain([self.dead_queue()])
+        {
+            let _ = channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+        for exchange in [self.exchange(), self.dead_exchange()] {
+            let _ = channel
+                .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+                .await;
+        }
     }
 }
 

@@ -443,24 +443,13 @@ impl Target {
             broker::connect(&self.settings.broker, "conveyor-bench-cleanup").await
         {
             if let Ok(channel) = connection.create_channel().await {
-                let topology = crate::app::topology(&self.settings);
-                for queue in ["default", "orders", "emails"]
-                    .map(|q| topology.queue(q))
-                    .into_iter()
-                    .chain([
-                        topology.dead_queue(),
-                        format!("{}.baseline", self.settings.namespace),
-                    ])
-                {
-                    let _ = channel
-                        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-                        .await;
-                }
-                for exchange in [topology.exchange(), topology.dead_exchange()] {
-                    let _ = channel
-                        .exchange_delete(exchange.as_str().into(), Default::default())
-                        .await;
-                }
+                crate::app::topology(&self.settings)
+                    .delete(&channel, &["default", "orders", "emails"])
+                    .await;
+                let baseline = format!("{}.baseline", self.settings.namespace);
+                let _ = channel
+                    .queue_delete(baseline.as_str().into(), QueueDeleteOptions::default())
+                    .await;
             }
             let _ = connection.close(200, "done".into()).await;
         }

@@ -356,18 +356,6 @@ impl Store {
         Ok(())
     }
 
-    /// Records a new job. With an idempotency key that is already taken (and not
-    /// expired), returns the existing job when kind, queue, args and max_attempts are
-    /// the same, and [`Error::IdempotencyConflict`] otherwise. Concurrent inserts with
-    /// one key yield one job.
-    ///
-    /// # Errors
-    /// Conflict, or the database failed (nothing was stored).
-    pub async fn insert_job(&self, job: &NewJob) -> Result<Insert, Error> {
-        let mut conn = self.pool.acquire().await?;
-        insert_on(&mut conn, job).await
-    }
-
     /// Records many jobs in one transaction: all of them, or (on any error, including an
     /// idempotency conflict) none.
     ///
@@ -469,35 +457,6 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
-    }
-
-    /// Claims an enqueued job for `worker`: it becomes `running` at the next attempt.
-    ///
-    /// # Errors
-    /// When the database fails.
-    pub async fn claim(&self, id: JobId, worker: WorkerId) -> Result<Claim, Error> {
-        let row = sqlx::query(
-            "UPDATE jobs SET state = 'running', attempt = attempt + 1, worker_id = $2, \
-                 started_at = now(), updated_at = now() \
-             WHERE id = $1 AND state = 'enqueued' \
-             RETURNING id, kind, queue, args, attempt, max_attempts, timeout_ms, created_at, \
-                 started_at, traceparent",
-        )
-        .bind(id.as_uuid())
-        .bind(worker.0)
-        .fetch_optional(&self.pool)
-        .await?;
-        if let Some(row) = row {
-            return Ok(Claim::Claimed(claimed_job(&row)?));
-        }
-        let state = sqlx::query("SELECT state FROM jobs WHERE id = $1")
-            .bind(id.as_uuid())
-            .fetch_optional(&self.pool)
-            .await?;
-        match state {
-            Some(row) => Ok(Claim::Skip(state_of(&row, "state")?)),
-            None => Ok(Claim::Missing),
-        }
     }
 
     /// Claims many enqueued jobs for `worker` in one statement; the answer for each id,
@@ -1006,8 +965,11 @@ fn ttl_ms(job: &NewJob) -> i64 {
     i64::try_from(job.idempotency_ttl.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// Inserts one job on `conn` (a pooled connection or an open transaction); see
-/// [`Store::insert_job`].
+/// Inserts one job on `conn` (a pooled connection or an open transaction). With an
+/// idempotency key that is already taken (and not expired), returns the existing job
+/// when kind, queue, args and max_attempts are the same, and
+/// [`Error::IdempotencyConflict`] otherwise; an expired key is released and the insert
+/// tried again. Concurrent inserts with one key yield one job.
 async fn insert_on(conn: &mut sqlx::PgConnection, job: &NewJob) -> Result<Insert, Error> {
     // Two rounds at most: the second after freeing an expired key.
     for _ in 0..2 {

@@ -8,7 +8,7 @@ pub mod smtp;
 
 use std::time::Duration;
 
-use broker::lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeleteOptions};
+use broker::lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use broker::lapin::{BasicProperties, Connection, ConnectionProperties};
 use conveyor::app::{self, Roles, Running};
 use conveyor::config::Settings;
@@ -611,28 +611,13 @@ pub async fn delete_broker_objects(settings: &Settings, extra: Vec<String>) {
         .await
         .expect("the test broker answers");
     let channel = connection.create_channel().await.expect("channel");
-    let ns = &settings.namespace;
-    let mut queues: Vec<String> = ["default", "orders", "emails"]
+    let mut queues: Vec<&str> = ["default", "orders", "emails"]
         .into_iter()
-        .map(str::to_owned)
-        .chain(extra)
+        .chain(extra.iter().map(String::as_str))
         .collect();
-    queues.sort();
+    queues.sort_unstable();
     queues.dedup();
-    for queue in queues
-        .iter()
-        .map(|q| format!("{ns}.q.{q}"))
-        .chain([format!("{ns}.dead")])
-    {
-        let _ = channel
-            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-            .await;
-    }
-    for exchange in [format!("{ns}.jobs"), format!("{ns}.dead")] {
-        let _ = channel
-            .exchange_delete(exchange.as_str().into(), Default::default())
-            .await;
-    }
+    app::topology(settings).delete(&channel, &queues).await;
     let _ = connection.close(200, "done".into()).await;
 }
 
