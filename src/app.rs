@@ -182,6 +182,13 @@ pub async fn start_with(
     let mut producer_addr = None;
 
     if roles.producer {
+        // The connection cap is sized against the descriptor limit, keeping the
+        // database pool's descriptors (and the process's own) out of it.
+        let limits = producer::ConnectionLimits::resolve(
+            &settings.producer,
+            u64::from(settings.database.max_connections),
+        )
+        .map_err(anyhow::Error::msg)?;
         let listener = TcpListener::bind(settings.producer.listen)
             .await
             .with_context(|| {
@@ -221,9 +228,18 @@ pub async fn start_with(
         .map_err(anyhow::Error::msg)?
         .with_metrics(crate::telemetry::metrics_renderer(store.clone()));
         let token = shutdown.clone();
-        tracing::info!(%addr, "intake listening");
+        tracing::info!(
+            %addr,
+            max_connections = limits.max_connections,
+            max_connections_per_client = limits.max_connections_per_client,
+            descriptor_limit = %limits
+                .descriptor_limit
+                .map_or_else(|| "unlimited".to_owned(), |n| n.to_string()),
+            reserved_descriptors = limits.reserved_descriptors,
+            "intake listening"
+        );
         tasks.spawn(async move {
-            producer::serve(listener, state, token)
+            producer::serve(listener, state, limits, token)
                 .await
                 .context("the intake failed")
         });

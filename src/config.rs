@@ -184,6 +184,46 @@ impl Settings {
                 "configuration key `producer.max_body_bytes`: must be at least 1024".to_owned(),
             );
         }
+        for (key, value) in [
+            (
+                "header_read_timeout_ms",
+                self.producer.header_read_timeout_ms,
+            ),
+            ("body_read_timeout_ms", self.producer.body_read_timeout_ms),
+            (
+                "body_min_bytes_per_sec",
+                self.producer.body_min_bytes_per_sec,
+            ),
+            (
+                "keep_alive_idle_timeout_ms",
+                self.producer.keep_alive_idle_timeout_ms,
+            ),
+        ] {
+            if value == 0 {
+                problems.push(format!(
+                    "configuration key `producer.{key}`: must be at least 1 (a connection is never left unbounded)"
+                ));
+            }
+        }
+        if self.producer.max_connections == Some(0) {
+            problems.push(
+                "configuration key `producer.max_connections`: must be at least 1".to_owned(),
+            );
+        }
+        match (
+            self.producer.max_connections_per_client,
+            self.producer.max_connections,
+        ) {
+            (Some(0), _) => problems.push(
+                "configuration key `producer.max_connections_per_client`: must be at least 1"
+                    .to_owned(),
+            ),
+            (Some(per_client), Some(max)) if per_client > max => problems.push(format!(
+                "configuration key `producer.max_connections_per_client`: {per_client} is more than \
+                 `producer.max_connections` ({max})"
+            )),
+            _ => {}
+        }
         if self.broker.delivery_limit == 0 {
             problems
                 .push("configuration key `broker.delivery_limit`: must be at least 1".to_owned());
@@ -295,6 +335,44 @@ mod tests {
             jail.set_env("CONVEYOR_SMTP__FROM", "nobody at all");
             let err = Settings::load(&Sources::default()).unwrap_err().to_string();
             assert!(err.contains("`smtp.from`"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn connection_bounds_layer_and_a_bad_one_is_named() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "conveyor.toml",
+                "[producer]\nheader_read_timeout_ms = 2000\nmax_connections = 500\n",
+            )?;
+            let settings = Settings::load(&Sources::default()).unwrap();
+            assert_eq!(settings.producer.header_read_timeout_ms, 2_000);
+            assert_eq!(settings.producer.max_connections, Some(500));
+            assert_eq!(settings.producer.max_connections_per_client, None);
+
+            jail.set_env("CONVEYOR_PRODUCER__MAX_CONNECTIONS_PER_CLIENT", "501");
+            jail.set_env("CONVEYOR_PRODUCER__KEEP_ALIVE_IDLE_TIMEOUT_MS", "0");
+            jail.set_env("CONVEYOR_PRODUCER__BODY_MIN_BYTES_PER_SEC", "0");
+            let err = Settings::load(&Sources::default()).unwrap_err().to_string();
+            assert!(
+                err.contains("`producer.max_connections_per_client`"),
+                "{err}"
+            );
+            assert!(
+                err.contains("`producer.keep_alive_idle_timeout_ms`"),
+                "{err}"
+            );
+            assert!(err.contains("`producer.body_min_bytes_per_sec`"), "{err}");
+
+            jail.set_env("CONVEYOR_PRODUCER__MAX_CONNECTIONS_PER_CLIENT", "0");
+            jail.set_env("CONVEYOR_PRODUCER__MAX_CONNECTIONS", "0");
+            let err = Settings::load(&Sources::default()).unwrap_err().to_string();
+            assert!(err.contains("`producer.max_connections`: must be"), "{err}");
+            assert!(
+                err.contains("`producer.max_connections_per_client`: must be"),
+                "{err}"
+            );
             Ok(())
         });
     }

@@ -9,9 +9,12 @@
 //! - [`problem`] — [`ApiError`] and its problem+json rendering.
 //! - [`auth`] — API keys (hashed, constant-time) and per-key rate limits.
 //! - [`routes`] — the handlers and the request/response types.
-//! - [`app`](fn@app) — the router with its middleware; [`serve`] runs it.
+//! - [`app`](fn@app) — the router with its middleware.
+//! - [`conn`] — [`serve`]: the accept loop, with per-connection time bounds and caps
+//!   on open connections ([`ConnectionLimits`]).
 
 pub mod auth;
+pub mod conn;
 pub mod marks;
 pub mod problem;
 pub mod routes;
@@ -30,8 +33,6 @@ use axum::{Router, http};
 use broker::Publisher;
 use jobs::Catalog;
 use store::{Coalescer, Insert, NewJob, Store};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
@@ -43,6 +44,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+pub use conn::{ConnectionLimits, serve};
 pub use problem::ApiError;
 pub use settings::ProducerSettings;
 
@@ -312,26 +314,4 @@ pub fn check_exposure(settings: &ProducerSettings, addr: SocketAddr) -> Result<(
         tracing::warn!(%addr, "no API keys configured (producer.api_keys): protected mode, serving on loopback only");
     }
     Ok(())
-}
-
-/// Serves the intake on `listener` until `shutdown` fires; in-flight requests finish.
-///
-/// # Errors
-/// When the server fails.
-pub async fn serve(
-    listener: TcpListener,
-    state: AppState,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    let marks = state.published.clone();
-    let served = axum::serve(
-        listener,
-        app(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown.cancelled_owned())
-    .await;
-    // Note the publishes confirmed so far now, so a restart does not make the
-    // dispatcher publish them all again.
-    marks.flush().await;
-    served
 }

@@ -33,6 +33,33 @@ pub struct ProducerSettings {
     /// pays no write for it. Must stay below `dispatcher.unconfirmed_after_ms`, after
     /// which an unnoted job is published again (the duplicate is skipped by the claim).
     pub mark_published_after_ms: u64,
+    /// How long a client has to send a request's headers, from connecting or from the
+    /// first byte of a request on a kept-alive connection. Past it the connection is
+    /// closed without an answer.
+    pub header_read_timeout_ms: u64,
+    /// How long a request body may take before [`body_min_bytes_per_sec`] applies: a
+    /// body that has delivered `n` bytes must go on arriving within
+    /// `body_read_timeout_ms + n / body_min_bytes_per_sec` of its headers. A large batch
+    /// on a slow link earns time as it arrives; a trickle is answered `408` and closed.
+    ///
+    /// [`body_min_bytes_per_sec`]: Self::body_min_bytes_per_sec
+    pub body_read_timeout_ms: u64,
+    /// The slowest average rate a request body may arrive at, once
+    /// [`body_read_timeout_ms`](Self::body_read_timeout_ms) has passed.
+    pub body_min_bytes_per_sec: u64,
+    /// How long a kept-alive connection may sit idle between requests before it is
+    /// closed.
+    pub keep_alive_idle_timeout_ms: u64,
+    /// Open client connections at most; past it a new connection is answered `503`
+    /// with `Retry-After` and closed. Unset: three quarters of the descriptors left by
+    /// the process's file-descriptor limit after the database pool and a reserve, at
+    /// most 10,000.
+    pub max_connections: Option<usize>,
+    /// Open connections one client address may hold at most; past it a new connection
+    /// from that address is answered `429` with `Retry-After` and closed. Unset: half
+    /// of `max_connections`. Behind a proxy every client shares the proxy's address:
+    /// set it to `max_connections` there.
+    pub max_connections_per_client: Option<usize>,
 }
 
 /// A token bucket: `per_second` sustained, `burst` at once.
@@ -58,6 +85,12 @@ impl Default for ProducerSettings {
             cors_origins: Vec::new(),
             max_batch: 1000,
             mark_published_after_ms: 2_000,
+            header_read_timeout_ms: 5_000,
+            body_read_timeout_ms: 10_000,
+            body_min_bytes_per_sec: 1_024,
+            keep_alive_idle_timeout_ms: 60_000,
+            max_connections: None,
+            max_connections_per_client: None,
         }
     }
 }
