@@ -17,6 +17,8 @@ pub enum Mode {
     Refuse,
     /// Keep connections open but forward nothing (a server that hangs).
     Stall,
+    /// Forward both ways at about this many bytes a second each (a slow link).
+    Throttle(u32),
 }
 
 pub struct Proxy {
@@ -85,8 +87,14 @@ async fn pump(
         if !passing(&mut mode).await {
             return;
         }
+        // A slow link forwards a tenth of a second's worth at a time.
+        let rate = match *mode.borrow() {
+            Mode::Throttle(rate) => Some(rate.max(1) as usize),
+            _ => None,
+        };
+        let chunk = rate.map_or(buffer.len(), |r| (r / 10).clamp(1, buffer.len()));
         let n = tokio::select! {
-            read = from.read(&mut buffer) => match read {
+            read = from.read(&mut buffer[..chunk]) => match read {
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             },
@@ -102,6 +110,10 @@ async fn pump(
         if to.write_all(&buffer[..n]).await.is_err() {
             return;
         }
+        if let Some(rate) = rate {
+            // Pacing the link, not waiting for a state.
+            tokio::time::sleep(std::time::Duration::from_secs_f64(n as f64 / rate as f64)).await;
+        }
     }
 }
 
@@ -110,7 +122,7 @@ async fn passing(mode: &mut watch::Receiver<Mode>) -> bool {
     loop {
         let current = *mode.borrow_and_update();
         match current {
-            Mode::Pass => return true,
+            Mode::Pass | Mode::Throttle(_) => return true,
             Mode::Refuse => return false,
             Mode::Stall => {
                 if mode.changed().await.is_err() {
