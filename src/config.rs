@@ -378,6 +378,35 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_loads_and_matches_the_connection_defaults() {
+        // In a jail: other tests set CONVEYOR_* variables while they run.
+        figment::Jail::expect_with(|_jail| {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("conveyor.example.toml");
+            let sources = Sources {
+                file: Some(&path),
+                overrides: vec![],
+            };
+            let settings = Settings::load(&sources).unwrap();
+            let (loaded, defaults) = (settings.producer, ProducerSettings::default());
+            assert_eq!(
+                loaded.header_read_timeout_ms,
+                defaults.header_read_timeout_ms
+            );
+            assert_eq!(loaded.body_read_timeout_ms, defaults.body_read_timeout_ms);
+            assert_eq!(
+                loaded.body_min_bytes_per_sec,
+                defaults.body_min_bytes_per_sec
+            );
+            assert_eq!(
+                loaded.keep_alive_idle_timeout_ms,
+                defaults.keep_alive_idle_timeout_ms
+            );
+            assert_eq!(loaded.max_connections, None);
+            Ok(())
+        });
+    }
+
+    #[test]
     fn a_missing_explicit_file_is_an_error() {
         let sources = Sources {
             file: Some(Path::new("/nonexistent/conveyor.toml")),
