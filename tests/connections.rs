@@ -487,6 +487,64 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
 }
 
 #[tokio::test]
+async fn a_client_that_stops_reading_its_answers_is_closed() {
+    let app = spawn_app_with(|s| s.producer.request_timeout_ms = 1_000, Roles::INTAKE).await;
+    let addr: SocketAddr = app.address.trim_start_matches("http://").parse().unwrap();
+    let document = app
+        .client
+        .get(format!("{}/openapi.json", app.address))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    // Far more answer than the socket buffers on both ends can hold.
+    let requests = (32 * 1024 * 1024 / document.len()).max(64);
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4 * 1024).unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let (mut reading, mut writing) = stream.into_split();
+    let pipelined = tokio::spawn(async move {
+        for _ in 0..requests {
+            if writing
+                .write_all(b"GET /openapi.json HTTP/1.1\r\nhost: intake\r\n\r\n")
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        // Keep the sending half open; dropping it would end the requests.
+        std::future::pending::<()>().await;
+    });
+    // The intake gives up on the connection once its writes stay blocked...
+    let sample = "conveyor_http_connections_timed_out_total{timeout=\"write\"}";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while metric(&app.client, &app.address, sample).await < 1.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a client that does not read kept its connection for 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // ...and the client finds it closed once it reads what was buffered.
+    let mut buffer = vec![0u8; 64 * 1024];
+    let closed = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match reading.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the connection is closed");
+    pipelined.abort();
+    app.teardown().await;
+}
+
+#[tokio::test]
 async fn one_client_holds_at_most_its_share_and_the_cap_answers_503() {
     let app = spawn_app_with(
         |s| {

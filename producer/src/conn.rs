@@ -11,6 +11,8 @@
 //!   the request is answered `408` and the connection closed.
 //! - **Idle** kept-alive connections are closed after
 //!   `producer.keep_alive_idle_timeout_ms`.
+//! - **Answers** must be read: a connection whose writes stay blocked (the client
+//!   stopped reading) for `producer.request_timeout_ms` is closed.
 //! - **Open connections** are capped in total (`producer.max_connections`, sized
 //!   against the file-descriptor limit with descriptors kept for the database pool and
 //!   the process) and per client address (`producer.max_connections_per_client`). Past
@@ -83,6 +85,8 @@ pub struct ConnectionLimits {
     pub body_min_bytes_per_sec: u64,
     /// Time a kept-alive connection may sit idle.
     pub keep_alive_idle_timeout: Duration,
+    /// Time a write may stay blocked by a client that does not read its answers.
+    pub write_timeout: Duration,
     /// How long shutdown waits for open connections before closing them.
     pub drain_timeout: Duration,
     /// The process's soft `RLIMIT_NOFILE` at start-up (`None`: unlimited or unknown).
@@ -150,6 +154,7 @@ impl ConnectionLimits {
             body_read_timeout: Duration::from_millis(settings.body_read_timeout_ms),
             body_min_bytes_per_sec: settings.body_min_bytes_per_sec.max(1),
             keep_alive_idle_timeout: Duration::from_millis(settings.keep_alive_idle_timeout_ms),
+            write_timeout: Duration::from_millis(settings.request_timeout_ms),
             drain_timeout: Duration::from_millis(settings.request_timeout_ms) + header_read_timeout,
             descriptor_limit: limit,
             reserved_descriptors: reserved,
@@ -439,6 +444,7 @@ enum Timeout {
     Header,
     Body,
     Idle,
+    Write,
 }
 
 impl Timeout {
@@ -448,6 +454,7 @@ impl Timeout {
             Timeout::Header => ("header", "request headers did not arrive in time"),
             Timeout::Body => ("body", "request body arrived too slowly"),
             Timeout::Idle => ("idle", "kept-alive connection idle too long"),
+            Timeout::Write => ("write", "the client did not read its answer in time"),
         };
         metrics::counter!("conveyor_http_connections_timed_out_total", "timeout" => label)
             .increment(1);
@@ -470,6 +477,8 @@ enum Phase {
 /// What the accept loop, the socket and the service share about one connection.
 struct ConnState {
     phase: Mutex<Phase>,
+    /// Since when writes have been blocked (the client's window is full).
+    write_blocked: Mutex<Option<Instant>>,
     /// Fires when the next deadline may have moved earlier.
     changed: Notify,
     body_timed_out: AtomicBool,
@@ -479,6 +488,7 @@ impl ConnState {
     fn new() -> Self {
         Self {
             phase: Mutex::new(Phase::Head(Instant::now())),
+            write_blocked: Mutex::new(None),
             changed: Notify::new(),
             body_timed_out: AtomicBool::new(false),
         }
@@ -514,13 +524,36 @@ impl ConnState {
         }
     }
 
+    /// A write could not go out: the client is not reading.
+    fn write_blocked(&self) {
+        let mut blocked = lock(&self.write_blocked);
+        if blocked.is_none() {
+            *blocked = Some(Instant::now());
+            drop(blocked);
+            self.changed.notify_one();
+        }
+    }
+
+    fn write_went_out(&self) {
+        let mut blocked = lock(&self.write_blocked);
+        if blocked.is_some() {
+            *blocked = None;
+        }
+    }
+
     /// The instant the connection is closed at unless it makes progress, and why.
     fn deadline(&self, limits: &ConnectionLimits) -> Option<(Instant, Timeout)> {
-        match *lock(&self.phase) {
+        let phase = match *lock(&self.phase) {
             Phase::Head(since) => Some((since + limits.header_read_timeout, Timeout::Header)),
             Phase::Idle(since) => Some((since + limits.keep_alive_idle_timeout, Timeout::Idle)),
             // The body has its own clock; the handler is bounded by request_timeout_ms.
             Phase::Busy(_) => None,
+        };
+        let write =
+            lock(&self.write_blocked).map(|since| (since + limits.write_timeout, Timeout::Write));
+        match (phase, write) {
+            (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
+            (a, b) => a.or(b),
         }
     }
 }
@@ -777,10 +810,21 @@ impl http_body::Body for TimedBody {
     }
 }
 
-/// The socket, noting when bytes arrive after an idle spell.
+/// The socket, noting when bytes arrive after an idle spell and when writes block.
 struct TrackedStream {
     inner: TcpStream,
     conn: Arc<ConnState>,
+}
+
+impl TrackedStream {
+    fn note_write<T>(&self, written: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if written.is_pending() {
+            self.conn.write_blocked();
+        } else {
+            self.conn.write_went_out();
+        }
+        written
+    }
 }
 
 impl AsyncRead for TrackedStream {
@@ -804,7 +848,8 @@ impl AsyncWrite for TrackedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let written = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.note_write(written)
     }
 
     fn poll_write_vectored(
@@ -812,7 +857,8 @@ impl AsyncWrite for TrackedStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let written = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.note_write(written)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -929,6 +975,43 @@ mod tests {
             let problem: serde_json::Value = serde_json::from_str(body).unwrap();
             assert_eq!(problem["status"].to_string(), status);
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_phase_has_its_deadline_and_a_blocked_write_bounds_a_busy_one() {
+        let limits = ConnectionLimits::resolve_with(&settings(), 0, None).unwrap();
+        let start = Instant::now();
+        let conn = ConnState::new();
+        let after = |ms| start + Duration::from_millis(ms);
+        assert_eq!(
+            conn.deadline(&limits),
+            Some((after(5_000), Timeout::Header))
+        );
+        conn.request_started();
+        assert_eq!(
+            conn.deadline(&limits),
+            None,
+            "a request in service has none"
+        );
+        conn.write_blocked();
+        assert_eq!(
+            conn.deadline(&limits),
+            Some((after(30_000), Timeout::Write))
+        );
+        conn.write_went_out();
+        conn.request_finished();
+        assert_eq!(conn.deadline(&limits), Some((after(60_000), Timeout::Idle)));
+        conn.write_blocked();
+        assert_eq!(
+            conn.deadline(&limits),
+            Some((after(30_000), Timeout::Write))
+        );
+        conn.write_went_out();
+        conn.bytes_read();
+        assert_eq!(
+            conn.deadline(&limits),
+            Some((after(5_000), Timeout::Header))
+        );
     }
 
     /// Fails every accept with `error`, counting calls; after `limit` calls it

@@ -12,7 +12,8 @@ pub struct ProducerSettings {
     pub listen: SocketAddr,
     /// Largest request body accepted (413 above).
     pub max_body_bytes: usize,
-    /// Bound on one request (503 past it).
+    /// Bound on one request (503 past it); also how long a connection may stay
+    /// blocked on a client that does not read its answers before it is closed.
     pub request_timeout_ms: u64,
     /// How long an idempotency key dedupes.
     pub idempotency_ttl_secs: u64,
