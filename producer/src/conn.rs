@@ -399,7 +399,7 @@ impl Registry {
 
     /// Counts a connection from `client` in, or says why not.
     fn admit(self: &Arc<Self>, client: IpAddr) -> Result<Admission, Refusal> {
-        let client = client.to_canonical();
+        let client = client_of(client);
         let mut open = lock(&self.open);
         let held = open.by_client.get(&client).copied().unwrap_or(0);
         if held >= self.per_client {
@@ -415,6 +415,18 @@ impl Registry {
             registry: Arc::clone(self),
             client,
         })
+    }
+}
+
+/// The client an address belongs to: an IPv4 address (IPv4-mapped IPv6 included), or
+/// an IPv6 /64, since one host is routinely given a whole /64 and could otherwise open
+/// its share from each of its addresses.
+fn client_of(address: IpAddr) -> IpAddr {
+    match address.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(
+            u128::from(v6) & !((1u128 << 64) - 1),
+        )),
+        v4 => v4,
     }
 }
 
@@ -959,6 +971,24 @@ mod tests {
         drop(first);
         let _fourth = registry.admit(c).unwrap();
         assert_eq!(lock(&registry.open).by_client.len(), 3);
+    }
+
+    #[test]
+    fn an_ipv6_host_is_one_client_per_64() {
+        let limits = ConnectionLimits {
+            max_connections: 10,
+            max_connections_per_client: 1,
+            ..ConnectionLimits::resolve_with(&settings(), 0, None).unwrap()
+        };
+        let registry = Arc::new(Registry::new(&limits));
+        let address = |s: &str| s.parse::<IpAddr>().unwrap();
+        let _held = registry.admit(address("2001:db8:1:2::1")).unwrap();
+        assert_eq!(
+            registry.admit(address("2001:db8:1:2:ffff::9")).err(),
+            Some(Refusal::PerClient),
+            "another address in the same /64"
+        );
+        assert!(registry.admit(address("2001:db8:1:3::1")).is_ok());
     }
 
     #[test]

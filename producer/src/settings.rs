@@ -56,7 +56,7 @@ pub struct ProducerSettings {
     /// the process's file-descriptor limit after the database pool and a reserve, at
     /// most 10,000.
     pub max_connections: Option<usize>,
-    /// Open connections one client address may hold at most; past it a new connection
+    /// Open connections one client address (an IPv6 /64 counts as one) may hold at most; past it a new connection
     /// from that address is answered `429` with `Retry-After` and closed. Unset: half
     /// of `max_connections`. Behind a proxy every client shares the proxy's address:
     /// set it to `max_connections` there.
