@@ -56,7 +56,7 @@ pub async fn dead(store: &Store, catalog: &Catalog, command: DeadCommand) -> any
                         d.job_id.map_or_else(|| d.id.to_string(), |j| j.to_string()),
                         d.kind.clone().unwrap_or_else(|| "-".into()),
                         d.queue.clone().unwrap_or_else(|| "-".into()),
-                        d.reason.clone(),
+                        d.reason.to_string(),
                         d.attempts.map_or_else(|| "-".into(), |a| a.to_string()),
                         short_time(d.died_at),
                         truncate(d.error.as_deref().unwrap_or(""), 70),
@@ -109,7 +109,7 @@ pub async fn dead(store: &Store, catalog: &Catalog, command: DeadCommand) -> any
                     .map(|a| {
                         vec![
                             a.attempt.to_string(),
-                            a.outcome.clone(),
+                            a.outcome.to_string(),
                             a.worker_id
                                 .map_or_else(|| "-".into(), |w| w.to_string()[..8].to_owned()),
                             a.started_at.to_rfc3339(),
@@ -277,7 +277,7 @@ pub async fn jobs(store: &Store, command: JobsCommand) -> anyhow::Result<()> {
                     .map(|a| {
                         vec![
                             a.attempt.to_string(),
-                            a.outcome.clone(),
+                            a.outcome.to_string(),
                             a.started_at.to_rfc3339(),
                             a.error.clone().unwrap_or_default(),
                         ]

@@ -189,7 +189,7 @@ async fn a_batch_claims_each_job_once_and_completes_them_in_one_statement() {
         .iter()
         .map(|id| id.parse().unwrap())
         .collect();
-    let worker = store::WorkerId::new();
+    let worker = jobs::WorkerId::new();
     let missing = jobs::JobId::new();
 
     let mut with_missing = ids.clone();
@@ -208,37 +208,38 @@ async fn a_batch_claims_each_job_once_and_completes_them_in_one_statement() {
     );
     assert!(matches!(claims[2], store::Claim::Claimed(_)));
     assert!(matches!(claims[3], store::Claim::Missing));
-    let finishes: Vec<store::Finish> = [&claims[0], &claims[2]]
+    let completion = |job: &store::ClaimedJob, result: serde_json::Value| store::Settlement {
+        id: job.id,
+        ending: store::Ending::Attempt {
+            attempt: job.attempt,
+            worker,
+            started_at: Some(job.started_at),
+            outcome: jobs::Outcome::Completed { result },
+        },
+    };
+    let finishes: Vec<store::Settlement> = [&claims[0], &claims[2]]
         .iter()
         .map(|claim| {
             let store::Claim::Claimed(job) = claim else {
                 unreachable!()
             };
-            store::Finish {
-                id: job.id,
-                attempt: job.attempt,
-                worker,
-                started_at: job.started_at,
-                outcome: store::Outcome::Completed {
-                    result: json!({"ok": true}),
-                },
-            }
+            completion(job, json!({"ok": true}))
         })
         .collect();
-    let finished = app.store.complete_many(&finishes).await.unwrap();
-    let recorded = Some(store::Finished::Recorded);
+    let finished = app.store.settle(&finishes).await.unwrap();
+    let recorded = store::Settled::Recorded(jobs::JobState::Completed);
     assert_eq!(finished, [recorded, recorded]);
     // A second write of the same outcomes finds nothing running: no double completion.
     // Completed at that very attempt is what a handler's own transaction leaves.
-    let again = app.store.complete_many(&finishes).await.unwrap();
-    let already = Some(store::Finished::AlreadyCompleted);
+    let again = app.store.settle(&finishes).await.unwrap();
+    let already = store::Settled::AlreadyCompleted;
     assert_eq!(again, [already, already]);
     assert_eq!(
-        app.store.finish(&finishes[0]).await.unwrap(),
-        store::Finished::AlreadyCompleted
+        app.store.settle(&finishes[..1]).await.unwrap(),
+        [store::Settled::AlreadyCompleted]
     );
-    // A job taken from the worker while it ran is left for the single-job path, which
-    // says by whom.
+    // A job taken from the worker while it ran is not written, and the answer says by
+    // whom.
     let third = app.enqueue(noop()).await;
     let third_id: jobs::JobId = third.parse().unwrap();
     let claims = app.store.claim_many(&[third_id], worker).await.unwrap();
@@ -250,25 +251,13 @@ async fn a_batch_claims_each_job_once_and_completes_them_in_one_statement() {
         .execute(app.store.pool())
         .await
         .unwrap();
-    let taken = store::Finish {
-        id: job.id,
-        attempt: job.attempt,
-        worker,
-        started_at: job.started_at,
-        outcome: store::Outcome::Completed {
-            result: json!(null),
-        },
-    };
+    let taken = completion(job, json!(null));
     assert_eq!(
         app.store
-            .complete_many(std::slice::from_ref(&taken))
+            .settle(std::slice::from_ref(&taken))
             .await
             .unwrap(),
-        [None]
-    );
-    assert_eq!(
-        app.store.finish(&taken).await.unwrap(),
-        store::Finished::TakenOver(Some(jobs::JobState::Cancelled))
+        [store::Settled::TakenOver(Some(jobs::JobState::Cancelled))]
     );
     for id in [&first, &second] {
         assert_eq!(app.state_of(id).await, "completed");

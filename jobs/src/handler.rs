@@ -92,6 +92,9 @@ pub struct JobMeta {
     pub max_attempts: u32,
     /// When the job was accepted.
     pub created_at: DateTime<Utc>,
+    /// The worker running this attempt: a handler that settles its own job in its own
+    /// transaction (`order.process`) names it, so only this attempt can settle it.
+    pub worker: crate::WorkerId,
 }
 
 /// A job as a handler sees it: metadata plus typed arguments.

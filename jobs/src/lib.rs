@@ -3,7 +3,10 @@
 //! RabbitMQ, HTTP or SQL; the adapters (`broker`, `store`, `producer`, `worker`) build on it.
 //!
 //! # Layout
-//! - [`model`] — identities and the lifecycle ([`JobId`], [`JobState`], [`Envelope`]).
+//! - [`model`] — identities and the stored vocabularies ([`JobId`], [`JobState`],
+//!   [`AttemptOutcome`], [`DeadReason`], [`Envelope`]).
+//! - [`record`] — the ledger's nouns without SQL ([`NewJob`], [`JobRecord`],
+//!   [`WorkerId`], an attempt's [`Outcome`]).
 //! - [`error`] — the handler's verdict ([`JobError`]) and intake validation errors.
 //! - [`handler`] — [`JobArgs`], [`Handler`], [`Job`], per-kind [`JobOptions`].
 //! - [`registry`] — kind → handler ([`Registry`]) and kind → validator ([`Catalog`]).
@@ -19,6 +22,7 @@ pub mod error;
 pub mod handler;
 pub mod kinds;
 pub mod model;
+pub mod record;
 pub mod registry;
 pub mod trace;
 
@@ -28,6 +32,7 @@ pub use error::{
     FieldError, JobError, LedgerError, RegistryError, ResultExt, UnknownKind, ValidationErrors,
 };
 pub use handler::{Handler, Job, JobArgs, JobMeta, JobOptions};
-pub use model::{Envelope, JobId, JobState, ParseStateError};
+pub use model::{AttemptOutcome, DeadReason, Envelope, JobId, JobState, UnknownName};
+pub use record::{JobRecord, NewJob, Outcome, WorkerId};
 pub use registry::{Catalog, KindSpec, Registry};
 pub use trace::TraceContext;

@@ -38,6 +38,12 @@ impl fmt::Display for JobId {
     }
 }
 
+impl From<Uuid> for JobId {
+    fn from(id: Uuid) -> Self {
+        Self(id)
+    }
+}
+
 impl FromStr for JobId {
     type Err = uuid::Error;
 
@@ -46,90 +52,142 @@ impl FromStr for JobId {
     }
 }
 
-/// Lifecycle of a job as recorded in Postgres. Each variant says which component moves
-/// a job into it; no other component writes that state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobState {
-    /// Waiting for `run_at`. Written by the producer (a `run_at`/`delay_ms` in the
-    /// request), by a handler's transactional enqueue, by a snooze, or by a replay.
-    /// The dispatcher publishes it when due.
-    Scheduled,
-    /// Published (or being published) to its queue. Written by the producer at intake
-    /// and by the dispatcher when it publishes a due job.
-    Enqueued,
-    /// Claimed by a worker that is running its handler. Written by the worker's claim.
-    Running,
-    /// An attempt failed and attempts remain; runs again at `run_at`. Written by the
-    /// worker's outcome, or by the dispatcher's rescue of a job whose worker died.
-    Retrying,
-    /// The handler succeeded; `result` holds its output. Written by the worker: by its
-    /// outcome, or inside a handler's own transaction that commits the job's business
-    /// effects together with its completion (`order.process`). Final.
-    Completed,
-    /// Will not run again unless replayed: attempts exhausted, a permanent failure, an
-    /// unknown kind, or a crash loop. Written by the worker or the dead-letter archive.
-    Dead,
-    /// Cancelled by an operator before it completed. Written by `cancel`. Final.
-    Cancelled,
-}
-
-impl JobState {
-    /// Every state, in lifecycle order.
-    pub const ALL: [JobState; 7] = [
-        JobState::Scheduled,
-        JobState::Enqueued,
-        JobState::Running,
-        JobState::Retrying,
-        JobState::Completed,
-        JobState::Dead,
-        JobState::Cancelled,
-    ];
-
-    /// The state's stable name, as stored and as shown in the API.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            JobState::Scheduled => "scheduled",
-            JobState::Enqueued => "enqueued",
-            JobState::Running => "running",
-            JobState::Retrying => "retrying",
-            JobState::Completed => "completed",
-            JobState::Dead => "dead",
-            JobState::Cancelled => "cancelled",
+/// Defines a closed vocabulary stored as text: the enum, `ALL`, `as_str`, `Display` and
+/// `FromStr` (failing with [`UnknownName`]). Each name appears once, here; SQL binds
+/// `as_str()` and the migrations CHECK the same names.
+macro_rules! vocabulary {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident ($what:literal) {
+            $( $(#[$vmeta:meta])* $variant:ident = $text:literal, )+
         }
-    }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name {
+            $( $(#[$vmeta])* $variant, )+
+        }
 
-    /// True when the job will not run again on its own.
-    pub fn is_final(&self) -> bool {
-        matches!(
-            self,
-            JobState::Completed | JobState::Dead | JobState::Cancelled
-        )
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The stable name, as stored and as shown in the API.
+            pub fn as_str(&self) -> &'static str {
+                match self {
+                    $( $name::$variant => $text, )+
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownName;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                $name::ALL
+                    .iter()
+                    .copied()
+                    .find(|value| value.as_str() == s)
+                    .ok_or_else(|| UnknownName {
+                        what: $what,
+                        name: s.to_owned(),
+                        expected: $name::ALL.iter().map($name::as_str).collect::<Vec<_>>().join(", "),
+                    })
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = UnknownName;
+
+            fn try_from(s: String) -> Result<Self, Self::Error> {
+                s.parse()
+            }
+        }
+    };
+}
+
+vocabulary! {
+    /// Lifecycle of a job as recorded in Postgres. Each variant says which component moves
+    /// a job into it; no other component writes that state.
+    pub enum JobState ("job state") {
+        /// Waiting for `run_at`. Written by the producer (a `run_at`/`delay_ms` in the
+        /// request), by a handler's transactional enqueue, by a snooze, or by a replay.
+        /// The dispatcher publishes it when due.
+        Scheduled = "scheduled",
+        /// Published (or being published) to its queue. Written by the producer at intake
+        /// and by the dispatcher when it publishes a due job.
+        Enqueued = "enqueued",
+        /// Claimed by a worker that is running its handler. Written by the worker's claim.
+        Running = "running",
+        /// An attempt failed and attempts remain; runs again at `run_at`. Written by the
+        /// worker's outcome, or by the dispatcher's rescue of a job whose worker died.
+        Retrying = "retrying",
+        /// The handler succeeded; `result` holds its output. Written by the worker: by its
+        /// outcome, or inside a handler's own transaction that commits the job's business
+        /// effects together with its completion (`order.process`). Final.
+        Completed = "completed",
+        /// Will not run again unless replayed: attempts exhausted, a permanent failure, an
+        /// unknown kind, or a crash loop. Written by the worker or the dead-letter archive.
+        Dead = "dead",
+        /// Cancelled by an operator before it completed. Written by `cancel`, or by the
+        /// settlement of an attempt that would have run again after a cancel. Final.
+        Cancelled = "cancelled",
     }
 }
 
-impl fmt::Display for JobState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+vocabulary! {
+    /// How one attempt ended, as its `job_attempts` row records it. A CHECK constraint
+    /// holds the column to these names.
+    pub enum AttemptOutcome ("attempt outcome") {
+        /// The handler succeeded.
+        Completed = "completed",
+        /// It failed and the job runs again (unless a cancel was requested meanwhile).
+        Retry = "retry",
+        /// It failed for good: the job is dead.
+        Failed = "failed",
+        /// The handler asked to run later; the attempt is given back.
+        Snoozed = "snoozed",
+        /// Its worker stopped heartbeating while running it (recorded by the rescue).
+        Lost = "lost",
     }
 }
 
-/// The text was not the name of a [`JobState`].
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "unknown job state {0:?} (expected one of scheduled, enqueued, running, retrying, completed, dead, cancelled)"
-)]
-pub struct ParseStateError(pub String);
-
-impl FromStr for JobState {
-    type Err = ParseStateError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        JobState::ALL
-            .into_iter()
-            .find(|state| state.as_str() == s)
-            .ok_or_else(|| ParseStateError(s.to_owned()))
+vocabulary! {
+    /// Why something is in the dead letters. A CHECK constraint holds
+    /// `dead_letters.reason` to these names.
+    pub enum DeadReason ("dead-letter reason") {
+        /// Failed on its last attempt (or lost by its worker with none left).
+        AttemptsExhausted = "attempts_exhausted",
+        /// The handler failed permanently.
+        Failed = "failed",
+        /// No handler is registered for the kind.
+        UnknownKind = "unknown_kind",
+        /// The message body is not a job envelope.
+        Undecodable = "undecodable",
+        /// The message names a job the ledger does not have.
+        NoSuchJob = "no_such_job",
+        /// RabbitMQ dead-lettered it past the queue's delivery limit (a crash loop).
+        DeliveryLimit = "delivery_limit",
     }
+}
+
+/// The text was not one of a vocabulary's names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} {name:?} (expected one of {expected})")]
+pub struct UnknownName {
+    /// Which vocabulary (`job state`, `attempt outcome`, `dead-letter reason`).
+    pub what: &'static str,
+    /// The text that matched nothing.
+    pub name: String,
+    /// The names that would have matched.
+    pub expected: String,
 }
 
 /// What travels on the wire, one message per job run. The Postgres row stays the
@@ -175,9 +233,23 @@ mod tests {
     #[test]
     fn state_names_round_trip() {
         for state in JobState::ALL {
-            assert_eq!(state.as_str().parse::<JobState>().unwrap(), state);
+            assert_eq!(state.as_str().parse::<JobState>().unwrap(), *state);
         }
         assert!("finished".parse::<JobState>().is_err());
+        for outcome in AttemptOutcome::ALL {
+            assert_eq!(
+                outcome.as_str().parse::<AttemptOutcome>().unwrap(),
+                *outcome
+            );
+        }
+        for reason in DeadReason::ALL {
+            assert_eq!(reason.to_string().parse::<DeadReason>().unwrap(), *reason);
+        }
+        let e = "cancelled".parse::<AttemptOutcome>().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unknown attempt outcome \"cancelled\" (expected one of completed, retry, failed, snoozed, lost)"
+        );
     }
 
     #[test]

@@ -309,6 +309,7 @@ mod tests {
             attempt: 1,
             max_attempts: 1,
             created_at: chrono::Utc::now(),
+            worker: crate::WorkerId::new(),
         };
         assert!(dispatch.run(meta.clone(), json!({})).await.is_ok());
         let err = dispatch.run(meta, json!([1])).await.unwrap_err();

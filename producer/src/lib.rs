@@ -31,8 +31,8 @@ use axum::response::{IntoResponse, Json};
 use axum::routing::get;
 use axum::{Router, http};
 use broker::Publisher;
-use jobs::Catalog;
-use store::{Coalescer, Insert, NewJob, Store};
+use jobs::{Catalog, NewJob};
+use store::{Coalescer, Insert, Store};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,

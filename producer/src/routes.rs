@@ -9,10 +9,10 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use jobs::{Envelope, JobId, JobState, ValidationErrors};
+use jobs::{Envelope, JobId, JobRecord, JobState, NewJob, ValidationErrors};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use store::{Insert, JobRecord, NewJob};
+use store::Insert;
 
 use crate::AppState;
 use crate::problem::{ApiError, Problem};

@@ -71,9 +71,9 @@ impl<T: Send + 'static, R: Send + 'static> Coalescer<T, R> {
                             "a batched write answered {} results for {expected} requests",
                             results.len()
                         ));
-                        answer_all(replies, &e);
+                        answer_all(replies, e);
                     }
-                    Err(e) => answer_all(replies, &e),
+                    Err(e) => answer_all(replies, e),
                 }
             }
         });
@@ -84,7 +84,7 @@ impl<T: Send + 'static, R: Send + 'static> Coalescer<T, R> {
     /// queued.
     ///
     /// # Errors
-    /// The batch's error, or [`Error::Batch`] when the task has stopped.
+    /// The batch's error ([`Error::Batch`]), or [`Error::BatcherStopped`].
     pub async fn submit(&self, item: T) -> Result<R, Error> {
         let (reply, answer) = oneshot::channel();
         self.requests
@@ -95,26 +95,17 @@ impl<T: Send + 'static, R: Send + 'static> Coalescer<T, R> {
     }
 }
 
-fn answer_all<R>(replies: Vec<Reply<R>>, e: &Error) {
+/// Answers every request of a failed batch with the batch's error as its source (so
+/// callers still answer 503 rather than 500 when the database is down).
+fn answer_all<R>(replies: Vec<Reply<R>>, e: Error) {
+    let shared = std::sync::Arc::new(e);
     for reply in replies {
-        let _ = reply.send(Err(batch_error(e)));
-    }
-}
-
-/// The error each request of a failed batch sees: the batch's, and whether it was
-/// transient (so callers still answer 503 rather than 500 when the database is down).
-fn batch_error(e: &Error) -> Error {
-    Error::Batch {
-        transient: e.is_transient(),
-        message: e.to_string(),
+        let _ = reply.send(Err(Error::Batch(shared.clone())));
     }
 }
 
 fn gone() -> Error {
-    Error::Batch {
-        transient: true,
-        message: "the batching task stopped".into(),
-    }
+    Error::BatcherStopped
 }
 
 /// Waits for one request, then takes every other one already queued (up to

@@ -3,15 +3,16 @@
 //! so two operators replaying the same set never run a job twice at once.
 
 use chrono::{DateTime, Utc};
-use jobs::{JobId, JobState};
+use jobs::{AttemptOutcome, DeadReason, JobId, JobState};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::types::Json;
 use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
+use crate::Store;
 use crate::error::Error;
-use crate::ledger::{Store, notify_due};
+use crate::sql::notify_due;
 
 /// Which dead letters an operator means. Empty fields match everything.
 #[derive(Debug, Clone, Default)]
@@ -41,9 +42,8 @@ pub struct DeadLetter {
     pub queue: Option<String>,
     /// Kind, when known.
     pub kind: Option<String>,
-    /// Short cause: `attempts_exhausted`, `failed`, `unknown_kind`, `undecodable`,
-    /// `no_such_job`, `delivery_limit`.
-    pub reason: String,
+    /// Short cause.
+    pub reason: DeadReason,
     /// The error.
     pub error: Option<String>,
     /// Attempts the job made.
@@ -55,11 +55,12 @@ pub struct DeadLetter {
 }
 
 /// Dead letters sharing one error fingerprint (the error with ids and numbers masked).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct ErrorGroup {
     /// The masked error.
     pub fingerprint: String,
     /// How many.
+    #[sqlx(rename = "n")]
     pub count: i64,
     /// Kinds involved.
     pub kinds: Vec<String>,
@@ -70,12 +71,13 @@ pub struct ErrorGroup {
 }
 
 /// One attempt of a job.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct AttemptRecord {
     /// Attempt number.
     pub attempt: i32,
-    /// `completed`, `retry`, `failed`, `snoozed`, `lost`.
-    pub outcome: String,
+    /// How it ended.
+    #[sqlx(try_from = "String")]
+    pub outcome: AttemptOutcome,
     /// The error.
     pub error: Option<String>,
     /// Worker that ran it.
@@ -161,20 +163,47 @@ const FINGERPRINT: &str = "regexp_replace(regexp_replace(regexp_replace(regexp_r
     '[^[:space:]<>@]+@[^[:space:]<>@]+', '<email>', 'g'), \
     '[0-9]{4,}', '<n>', 'g')";
 
-fn letter_of(row: &sqlx::postgres::PgRow) -> Result<DeadLetter, Error> {
-    let attempts: Option<i32> = row.try_get("attempt")?;
-    let replays: Option<i32> = row.try_get("replay_count")?;
-    Ok(DeadLetter {
-        id: row.try_get("id")?,
-        job_id: row.try_get::<Option<Uuid>, _>("job_id")?.map(JobId),
-        queue: row.try_get("queue")?,
-        kind: row.try_get("kind")?,
-        reason: row.try_get("reason")?,
-        error: row.try_get("error")?,
-        attempts: attempts.and_then(|a| u32::try_from(a).ok()),
-        replay_count: replays.and_then(|a| u32::try_from(a).ok()),
-        died_at: row.try_get("created_at")?,
-    })
+/// A dead letter joined with its job, as [`DeadLetter`]'s queries select it.
+#[derive(sqlx::FromRow)]
+struct LetterRow {
+    id: Uuid,
+    job_id: Option<Uuid>,
+    queue: Option<String>,
+    kind: Option<String>,
+    #[sqlx(try_from = "String")]
+    reason: DeadReason,
+    error: Option<String>,
+    attempt: Option<i32>,
+    replay_count: Option<i32>,
+    created_at: DateTime<Utc>,
+}
+
+impl From<LetterRow> for DeadLetter {
+    fn from(row: LetterRow) -> Self {
+        Self {
+            id: row.id,
+            job_id: row.job_id.map(JobId),
+            queue: row.queue,
+            kind: row.kind,
+            reason: row.reason,
+            error: row.error,
+            attempts: row.attempt.and_then(|a| u32::try_from(a).ok()),
+            replay_count: row.replay_count.and_then(|a| u32::try_from(a).ok()),
+            died_at: row.created_at,
+        }
+    }
+}
+
+/// A dead letter with its payload and resolution, for [`Store::dead_letter`].
+#[derive(sqlx::FromRow)]
+struct DetailRow {
+    #[sqlx(flatten)]
+    letter: LetterRow,
+    payload: Option<Vec<u8>>,
+    headers: Option<Json<Value>>,
+    resolved_at: Option<DateTime<Utc>>,
+    resolution: Option<String>,
+    args: Option<Json<Value>>,
 }
 
 impl Store {
@@ -183,7 +212,7 @@ impl Store {
     /// # Errors
     /// When the database fails.
     pub async fn dead_letters(&self, filter: &DeadFilter) -> Result<Vec<DeadLetter>, Error> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let rows: Vec<LetterRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT d.id, d.job_id, d.queue, d.kind, d.reason, d.error, d.created_at, \
                  j.attempt, j.replay_count \
              FROM dead_letters d LEFT JOIN jobs j ON j.id = d.job_id \
@@ -197,7 +226,7 @@ impl Store {
         .bind(filter.limit.map_or(i64::MAX, i64::from))
         .fetch_all(self.pool())
         .await?;
-        rows.iter().map(letter_of).collect()
+        Ok(rows.into_iter().map(DeadLetter::from).collect())
     }
 
     /// Open dead letters matching `filter`, counted per error fingerprint, largest first.
@@ -205,7 +234,7 @@ impl Store {
     /// # Errors
     /// When the database fails.
     pub async fn dead_letter_groups(&self, filter: &DeadFilter) -> Result<Vec<ErrorGroup>, Error> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let groups = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {FINGERPRINT} AS fingerprint, count(*) AS n, \
                  array_agg(DISTINCT coalesce(d.kind, '?')) AS kinds, \
                  min(d.created_at) AS first, max(d.created_at) AS last \
@@ -220,17 +249,7 @@ impl Store {
         .bind(filter.limit.map_or(i64::MAX, i64::from))
         .fetch_all(self.pool())
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(ErrorGroup {
-                    fingerprint: row.try_get("fingerprint")?,
-                    count: row.try_get("n")?,
-                    kinds: row.try_get("kinds")?,
-                    first: row.try_get("first")?,
-                    last: row.try_get("last")?,
-                })
-            })
-            .collect()
+        Ok(groups)
     }
 
     /// The newest dead letter with this id, or of the job with this id (open ones first).
@@ -238,7 +257,7 @@ impl Store {
     /// # Errors
     /// When the database fails.
     pub async fn dead_letter(&self, id: Uuid) -> Result<Option<DeadLetterDetail>, Error> {
-        let row = sqlx::query(
+        let row: Option<DetailRow> = sqlx::query_as(
             "SELECT d.id, d.job_id, d.queue, d.kind, d.reason, d.error, d.created_at, d.payload, \
                  d.headers, d.resolved_at, d.resolution, j.attempt, j.replay_count, j.args \
              FROM dead_letters d LEFT JOIN jobs j ON j.id = d.job_id \
@@ -249,17 +268,13 @@ impl Store {
         .fetch_optional(self.pool())
         .await?;
         let Some(row) = row else { return Ok(None) };
-        let letter = letter_of(&row)?;
-        let args: Option<Json<Value>> = row.try_get("args")?;
-        let payload = match args {
+        let letter = DeadLetter::from(row.letter);
+        let payload = match row.args {
             Some(args) => args.0,
-            None => {
-                let bytes: Option<Vec<u8>> = row.try_get("payload")?;
-                bytes.map_or(Value::Null, |b| {
-                    serde_json::from_slice(&b)
-                        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&b).into_owned()))
-                })
-            }
+            None => row.payload.map_or(Value::Null, |b| {
+                serde_json::from_slice(&b)
+                    .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&b).into_owned()))
+            }),
         };
         let attempts_history = match letter.job_id {
             Some(job) => self.attempts(job).await?,
@@ -267,12 +282,10 @@ impl Store {
         };
         Ok(Some(DeadLetterDetail {
             payload,
-            headers: row
-                .try_get::<Option<Json<Value>>, _>("headers")?
-                .map(|h| h.0),
+            headers: row.headers.map(|h| h.0),
             attempts_history,
-            resolved_at: row.try_get("resolved_at")?,
-            resolution: row.try_get("resolution")?,
+            resolved_at: row.resolved_at,
+            resolution: row.resolution,
             letter,
         }))
     }
@@ -282,26 +295,14 @@ impl Store {
     /// # Errors
     /// When the database fails.
     pub async fn attempts(&self, job: JobId) -> Result<Vec<AttemptRecord>, Error> {
-        let rows = sqlx::query(
+        let attempts = sqlx::query_as(
             "SELECT attempt, outcome, error, worker_id, started_at, finished_at, retry_at \
              FROM job_attempts WHERE job_id = $1 ORDER BY id",
         )
         .bind(job.as_uuid())
         .fetch_all(self.pool())
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(AttemptRecord {
-                    attempt: row.try_get("attempt")?,
-                    outcome: row.try_get("outcome")?,
-                    error: row.try_get("error")?,
-                    worker_id: row.try_get("worker_id")?,
-                    started_at: row.try_get("started_at")?,
-                    finished_at: row.try_get("finished_at")?,
-                    retry_at: row.try_get("retry_at")?,
-                })
-            })
-            .collect()
+        Ok(attempts)
     }
 
     /// Replays one open dead letter (by its id or its job's id): the job keeps its id
@@ -404,7 +405,7 @@ impl Store {
     /// # Errors
     /// When the database fails.
     pub async fn cancel(&self, id: JobId) -> Result<CancelOutcome, Error> {
-        let row = sqlx::query(
+        let row: Option<String> = sqlx::query_scalar(
             "UPDATE jobs SET \
                  state = CASE WHEN state = 'running' THEN 'running' ELSE 'cancelled' END, \
                  cancel_requested = true, updated_at = now(), \
@@ -415,9 +416,8 @@ impl Store {
         .bind(id.as_uuid())
         .fetch_optional(self.pool())
         .await?;
-        if let Some(row) = row {
-            let state: String = row.try_get("state")?;
-            return Ok(if state == "running" {
+        if let Some(state) = row {
+            return Ok(if state.parse::<JobState>()? == JobState::Running {
                 CancelOutcome::Requested
             } else {
                 CancelOutcome::Cancelled

@@ -5,8 +5,8 @@ use jobs::kinds::email::{OutgoingEmail, SentLog};
 use jobs::{JobId, LedgerError};
 use sqlx::Row;
 
+use crate::Store;
 use crate::error::Error;
-use crate::ledger::Store;
 
 impl SentLog for Store {
     async fn was_sent(&self, job: JobId) -> Result<bool, LedgerError> {

@@ -15,17 +15,28 @@ pub enum Error {
     /// The operation did not finish in time.
     #[error("database operation timed out after {0:?}")]
     Timeout(std::time::Duration),
-    /// A stored value does not decode (e.g. an unknown state name).
+    /// A stored name is not in its vocabulary (a state, an outcome, a reason).
+    #[error("corrupt row")]
+    UnknownName(#[from] jobs::UnknownName),
+    /// A value this store writes does not serialize.
+    #[error("{what} does not serialize")]
+    Serialize {
+        /// What was being serialized.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A stored value does not decode.
     #[error("corrupt row: {0}")]
     Corrupt(String),
-    /// A batched statement this operation was part of failed.
-    #[error("batched write failed: {message}")]
-    Batch {
-        /// Whether the batch's error was transient.
-        transient: bool,
-        /// The batch's error.
-        message: String,
-    },
+    /// A batched statement this operation was part of failed (its error is the source,
+    /// shared by every request of the batch).
+    #[error("batched write failed")]
+    Batch(#[source] std::sync::Arc<Error>),
+    /// The task that batches these writes has stopped (the process is shutting down).
+    #[error("the batching task stopped")]
+    BatcherStopped,
 }
 
 impl Error {
@@ -34,7 +45,8 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Timeout(_) => true,
-            Error::Batch { transient, .. } => *transient,
+            Error::Batch(source) => source.is_transient(),
+            Error::BatcherStopped => true,
             Error::Sqlx(e) => {
                 matches!(
                     e,

@@ -25,8 +25,10 @@ use jobs::{Currency, JobArgs, JobId, JobMeta, LedgerError};
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
+use crate::Store;
+use crate::dispatch::enqueue_in;
 use crate::error::Error;
-use crate::ledger::{Outcome, Store, enqueue_in, record_outcome};
+use crate::settle::{Ending, Settled, Settlement, settle_on};
 
 impl OrderLedger for Store {
     async fn place_order(&self, meta: &JobMeta, order: &Order) -> Result<OrderResult, LedgerError> {
@@ -49,18 +51,24 @@ async fn place(pool: &PgPool, meta: &JobMeta, order: &Order) -> Result<Option<Or
         }
         None => place_new(&mut tx, meta, order).await?,
     };
-    let value = serde_json::to_value(&result)
-        .map_err(|e| Error::Corrupt(format!("order result does not serialize: {e}")))?;
-    let completed = record_outcome(
+    let value = serde_json::to_value(&result).map_err(|source| Error::Serialize {
+        what: "the order result",
+        source,
+    })?;
+    let settled = settle_on(
         &mut tx,
-        meta.id,
-        meta.attempt,
-        None,
-        None,
-        &Outcome::Completed { result: value },
+        &[Settlement {
+            id: meta.id,
+            ending: Ending::Attempt {
+                attempt: meta.attempt,
+                worker: meta.worker,
+                started_at: None,
+                outcome: jobs::Outcome::Completed { result: value },
+            },
+        }],
     )
     .await?;
-    if !completed {
+    if !matches!(settled.as_slice(), [Settled::Recorded(_)]) {
         tx.rollback().await?;
         return Ok(None);
     }
@@ -141,14 +149,17 @@ async fn place_new(
         .ok_or_else(|| Error::Corrupt(format!("order {order_id} missing after insert")))?;
     let email = notification(order, &result)
         .and_then(|email| serde_json::to_value(&email))
-        .map_err(|e| Error::Corrupt(format!("notification does not serialize: {e}")))?;
+        .map_err(|source| Error::Serialize {
+            what: "the order notification",
+            source,
+        })?;
     let options = SendEmail::options();
     enqueue_in(
         tx,
         email_job,
         SendEmail::KIND,
         options.queue,
-        &email,
+        email,
         options.max_attempts,
     )
     .await?;

@@ -4,8 +4,8 @@
 use serde::Serialize;
 use sqlx::Row;
 
+use crate::Store;
 use crate::error::Error;
-use crate::ledger::Store;
 
 /// One queue's state, as `conveyor stats` and `/metrics` show it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]

@@ -8,9 +8,9 @@
 use broker::Topology;
 use broker::lapin::message::Delivery;
 use broker::lapin::types::{AMQPValue, FieldTable};
-use jobs::{Envelope, Registry};
+use jobs::{DeadReason, Envelope, Registry};
 use serde_json::{Map, Value};
-use store::Store;
+use store::{DeadMessage, Store};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -28,8 +28,8 @@ pub struct Archive {
 /// Why a message was dead-lettered, with the job it names (if any) and its queue.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Classified {
-    /// Short cause: `undecodable`, `unknown_kind`, `no_such_job`, `delivery_limit`.
-    pub reason: &'static str,
+    /// Short cause: undecodable, unknown kind, no such job, or past the delivery limit.
+    pub reason: DeadReason,
     /// For a person.
     pub error: String,
     /// The job the message names, when it decodes.
@@ -66,7 +66,7 @@ impl Archive {
         let death = header("x-first-death-reason");
         match Envelope::from_bytes(body) {
             Err(e) => Classified {
-                reason: "undecodable",
+                reason: DeadReason::Undecodable,
                 error: format!("message body is not a job envelope: {e}"),
                 job_id: None,
                 kind: None,
@@ -75,19 +75,19 @@ impl Archive {
             Ok(envelope) => {
                 let (reason, error) = if death.as_deref() == Some("delivery_limit") {
                     (
-                        "delivery_limit",
+                        DeadReason::DeliveryLimit,
                         "delivered past the queue's delivery limit without an outcome \
                          (the worker crashed or lost its connection every time)"
                             .to_owned(),
                     )
                 } else if self.registry.dispatch(&envelope.kind).is_err() {
                     (
-                        "unknown_kind",
+                        DeadReason::UnknownKind,
                         format!("unknown job kind {:?}", envelope.kind),
                     )
                 } else {
                     (
-                        "no_such_job",
+                        DeadReason::NoSuchJob,
                         format!("no job {} in the ledger", envelope.id),
                     )
                 };
@@ -113,23 +113,24 @@ impl Archive {
             .and_then(|id| Uuid::parse_str(id.as_str()).ok())
             .unwrap_or_else(Uuid::now_v7);
         let headers = headers.map_or(Value::Null, table_to_json);
-        tracing::warn!(reason = classified.reason, error = %classified.error, "archiving a dead-lettered message");
+        tracing::warn!(reason = %classified.reason, error = %classified.error, "archiving a dead-lettered message");
+        let message = DeadMessage {
+            key,
+            job_id: classified.job_id,
+            queue: classified.queue,
+            kind: classified.kind,
+            reason: classified.reason,
+            error: classified.error,
+            payload: delivery.data.clone(),
+            headers,
+        };
         let result = until_ok("archiving a dead letter", &self.abandon, || {
-            self.store.archive_dead_letter(
-                key,
-                classified.job_id,
-                classified.queue.as_deref(),
-                classified.kind.as_deref(),
-                classified.reason,
-                &classified.error,
-                &delivery.data,
-                &headers,
-            )
+            self.store.archive_dead_letter(&message)
         })
         .await;
         match result {
             Some(Ok(())) => {
-                metrics::counter!("conveyor_dead_letters_archived_total", "reason" => classified.reason).increment(1);
+                metrics::counter!("conveyor_dead_letters_archived_total", "reason" => message.reason.as_str()).increment(1);
                 Disposition::Ack
             }
             Some(Err(e)) => {

@@ -2,14 +2,14 @@
 //! each ([`store::Coalescer`]), so a busy worker pays one commit per batch instead of
 //! one per job.
 
-use jobs::JobId;
-use store::{Claim, Coalescer, Finish, Finished, Store, WorkerId};
+use jobs::{JobId, WorkerId};
+use store::{Claim, Coalescer, Settled, Settlement, Store};
 
 /// Hands claims and completions to the batching tasks.
 #[derive(Debug, Clone)]
 pub struct Batcher {
     claims: Coalescer<JobId, Claim>,
-    completions: Coalescer<Finish, Option<Finished>>,
+    completions: Coalescer<Settlement, Settled>,
 }
 
 impl Batcher {
@@ -20,9 +20,9 @@ impl Batcher {
             let store = claim_store.clone();
             async move { store.claim_many(&ids, worker).await }
         });
-        let completions = Coalescer::start(move |finishes: Vec<Finish>| {
+        let completions = Coalescer::start(move |settlements: Vec<Settlement>| {
             let store = store.clone();
-            async move { store.complete_many(&finishes).await }
+            async move { store.settle(&settlements).await }
         });
         Self {
             claims,
@@ -38,17 +38,12 @@ impl Batcher {
         self.claims.submit(id).await
     }
 
-    /// Records one completed attempt, batched with concurrent completions; an attempt
-    /// the batch could not settle (taken over while it ran) is settled alone by
-    /// [`Store::finish`] (in the caller's task, so such attempts never queue behind each
-    /// other).
+    /// Settles one completed attempt, batched with concurrent completions (one
+    /// statement for the batch, see [`Store::settle`]).
     ///
     /// # Errors
-    /// The batch's (or the single write's) database error.
-    pub async fn complete(&self, store: &Store, finish: Finish) -> Result<Finished, store::Error> {
-        match self.completions.submit(finish.clone()).await? {
-            Some(finished) => Ok(finished),
-            None => store.finish(&finish).await,
-        }
+    /// The batch's database error.
+    pub async fn complete(&self, settlement: Settlement) -> Result<Settled, store::Error> {
+        self.completions.submit(settlement).await
     }
 }

@@ -10,9 +10,8 @@
 //! | `Snooze(d)` | scheduled after d, attempt not consumed |
 //! | unknown kind | dead (`unknown_kind`) |
 
-use jobs::{JobError, RetryPolicy};
+use jobs::{DeadReason, JobError, Outcome, RetryPolicy};
 use serde_json::Value;
-use store::Outcome;
 
 /// How one run of a handler ended, as seen from outside the handler.
 #[derive(Debug)]
@@ -39,7 +38,7 @@ pub fn decide(
         if attempt >= max_attempts {
             Outcome::Dead {
                 error: format!("{error} (attempt {attempt} of {max_attempts}; no attempts left)"),
-                reason: "attempts_exhausted",
+                reason: DeadReason::AttemptsExhausted,
             }
         } else {
             Outcome::Retry {
@@ -53,14 +52,14 @@ pub fn decide(
         RunResult::Returned(Err(JobError::Retry(e))) => retry(error_chain(&*e)),
         RunResult::Returned(Err(JobError::Fail(e))) => Outcome::Dead {
             error: error_chain(&*e),
-            reason: "failed",
+            reason: DeadReason::Failed,
         },
         RunResult::Returned(Err(JobError::Snooze { after })) => Outcome::Snooze { delay: after },
         RunResult::TimedOut(limit) => retry(format!("timed out after {}", human(limit))),
         RunResult::Panicked(message) => retry(format!("panicked: {message}")),
         RunResult::UnknownKind(kind) => Outcome::Dead {
             error: format!("unknown job kind {kind:?}: no handler is registered for it"),
-            reason: "unknown_kind",
+            reason: DeadReason::UnknownKind,
         },
     }
 }
@@ -134,7 +133,7 @@ mod tests {
         let Outcome::Dead { reason, error } = out else {
             panic!("{out:?}")
         };
-        assert_eq!(reason, "attempts_exhausted");
+        assert_eq!(reason, DeadReason::AttemptsExhausted);
         assert!(error.starts_with("boom"));
     }
 
@@ -145,7 +144,7 @@ mod tests {
             out,
             Outcome::Dead {
                 error: "550 no such user".into(),
-                reason: "failed"
+                reason: DeadReason::Failed
             }
         );
     }
@@ -192,7 +191,7 @@ mod tests {
         ) else {
             panic!("a timeout on the last attempt is dead")
         };
-        assert_eq!(reason, "attempts_exhausted");
+        assert_eq!(reason, DeadReason::AttemptsExhausted);
     }
 
     #[test]
@@ -207,7 +206,7 @@ mod tests {
         assert!(matches!(
             out,
             Outcome::Dead {
-                reason: "unknown_kind",
+                reason: DeadReason::UnknownKind,
                 ..
             }
         ));

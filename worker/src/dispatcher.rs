@@ -151,10 +151,13 @@ impl Dispatcher {
                 last_rescue = Instant::now();
                 match self.store.rescue_orphans(self.lost_after).await {
                     Ok(0) => {}
-                    Ok(n) => tracing::warn!(
-                        rescued = n,
-                        "rescued jobs whose worker stopped heartbeating"
-                    ),
+                    Ok(n) => {
+                        metrics::counter!("conveyor_jobs_rescued_total").increment(n);
+                        tracing::warn!(
+                            rescued = n,
+                            "rescued jobs whose worker stopped heartbeating"
+                        );
+                    }
                     Err(e) => {
                         db_up_since = Instant::now();
                         tracing::warn!(error = %e, "orphan rescue failed");

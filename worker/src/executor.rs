@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use jobs::{Envelope, JobMeta, Registry};
-use store::{Claim, ClaimedJob, Finish, Finished, Store, WorkerId};
+use jobs::{Envelope, JobMeta, Outcome, Registry, WorkerId};
+use store::{Claim, ClaimedJob, Ending, Settled, Settlement, Store};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -64,11 +64,6 @@ impl Executor {
             abandon,
             batcher,
         }
-    }
-
-    /// The worker this executor claims jobs for.
-    pub fn worker(&self) -> WorkerId {
-        self.worker
     }
 
     /// Runs one delivery's message body to a disposition, holding `slot` (one of its
@@ -167,51 +162,57 @@ impl Executor {
         let elapsed_ms = started.elapsed().as_millis() as u64;
         // Successes are the bulk of the work and are counted in metrics; each is logged
         // at debug (`RUST_LOG=info,worker=debug`), everything else at info.
-        if matches!(outcome, store::Outcome::Completed { .. }) {
-            tracing::debug!(outcome = "completed", elapsed_ms, "attempt finished");
+        let completed = matches!(outcome, Outcome::Completed { .. });
+        if completed {
+            tracing::debug!(outcome = %outcome.attempt_outcome(), elapsed_ms, "attempt finished");
         } else {
             tracing::info!(
-                outcome = outcome_name(&outcome),
+                outcome = %outcome.attempt_outcome(),
                 elapsed_ms,
                 "attempt finished"
             );
         }
         let outcome_counter = match &outcome {
-            store::Outcome::Completed { .. } => "conveyor_jobs_completed_total",
-            store::Outcome::Retry { .. } => "conveyor_jobs_retried_total",
-            store::Outcome::Dead { .. } => "conveyor_jobs_dead_total",
-            store::Outcome::Snooze { .. } => "conveyor_jobs_snoozed_total",
+            Outcome::Completed { .. } => "conveyor_jobs_completed_total",
+            Outcome::Retry { .. } => "conveyor_jobs_retried_total",
+            Outcome::Dead { .. } => "conveyor_jobs_dead_total",
+            Outcome::Snooze { .. } => "conveyor_jobs_snoozed_total",
         };
-        let finish = Finish {
+        let settlement = Settlement {
             id: job.id,
-            attempt: job.attempt,
-            worker: self.worker,
-            started_at: job.started_at,
-            outcome,
+            ending: Ending::Attempt {
+                attempt: job.attempt,
+                worker: self.worker,
+                started_at: Some(job.started_at),
+                outcome,
+            },
         };
-        let completed = matches!(finish.outcome, store::Outcome::Completed { .. });
         let recorded = until_ok("recording the outcome", &self.abandon, || async {
             // Successes, the bulk of the work, are written in batches; the rest one by one.
             if completed {
-                self.batcher.complete(&self.store, finish.clone()).await
+                self.batcher.complete(settlement.clone()).await
             } else {
-                self.store.finish(&finish).await
+                let settled = self.store.settle(std::slice::from_ref(&settlement)).await?;
+                settled
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| store::Error::Corrupt("a settlement went unanswered".into()))
             }
         })
         .await;
         in_flight.decrement(1.0);
         match recorded {
             None => Disposition::Abandon,
-            Some(Ok(Finished::Recorded)) => {
+            Some(Ok(Settled::Recorded(_))) => {
                 metrics::counter!(outcome_counter, &labels).increment(1);
                 Disposition::Ack
             }
-            Some(Ok(Finished::AlreadyCompleted)) => {
+            Some(Ok(Settled::AlreadyCompleted)) => {
                 tracing::debug!("the handler completed the job in its own transaction");
                 metrics::counter!("conveyor_jobs_completed_total", &labels).increment(1);
                 Disposition::Ack
             }
-            Some(Ok(Finished::TakenOver(state))) => {
+            Some(Ok(Settled::TakenOver(state))) => {
                 tracing::warn!(
                     state = state.map_or("gone", |s| s.as_str()),
                     "job was taken over (rescued or cancelled) while running; outcome dropped"
@@ -244,6 +245,7 @@ impl Executor {
             attempt: job.attempt,
             max_attempts: job.max_attempts,
             created_at: job.created_at,
+            worker: self.worker,
         };
         let future = dispatch.run(meta, job.args.clone());
         let task = tokio::spawn(tokio::time::timeout(limit, future).in_current_span());
@@ -254,15 +256,6 @@ impl Executor {
             Err(join) => RunResult::Panicked(format!("handler task ended: {join}")),
         };
         (result, policy)
-    }
-}
-
-fn outcome_name(outcome: &store::Outcome) -> &'static str {
-    match outcome {
-        store::Outcome::Completed { .. } => "completed",
-        store::Outcome::Retry { .. } => "retry",
-        store::Outcome::Dead { .. } => "dead",
-        store::Outcome::Snooze { .. } => "snoozed",
     }
 }
 

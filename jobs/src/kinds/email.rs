@@ -692,6 +692,7 @@ mod tests {
                 attempt: 1,
                 max_attempts: 3,
                 created_at: chrono::Utc::now(),
+                worker: crate::WorkerId::new(),
             },
             args: serde_json::from_value(args).unwrap(),
         }

@@ -746,6 +746,7 @@ mod tests {
                 attempt: 1,
                 max_attempts: 5,
                 created_at: chrono::Utc::now(),
+                worker: crate::WorkerId::new(),
             },
             args: serde_json::from_value(valid()).unwrap(),
         }
