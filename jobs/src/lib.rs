@@ -10,6 +10,8 @@
 //! - [`error`] — the handler's verdict ([`JobError`]) and intake validation errors.
 //! - [`handler`] — [`JobArgs`], [`Handler`], [`Job`], per-kind [`JobOptions`].
 //! - [`registry`] — kind → handler ([`Registry`]) and kind → validator ([`Catalog`]).
+//! - [`schedule`] — periodic jobs: cron in a time zone, slots, catch-up and overlap
+//!   policies, and the daylight-saving rules.
 //! - [`backoff`] — exponential backoff with full jitter.
 //! - [`trace`] — W3C trace context carried from the request to every attempt.
 //! - [`domain`] — validated values the business kinds share ([`EmailAddress`],
@@ -24,6 +26,7 @@ pub mod kinds;
 pub mod model;
 pub mod record;
 pub mod registry;
+pub mod schedule;
 pub mod trace;
 
 pub use backoff::RetryPolicy;
