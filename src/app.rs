@@ -181,6 +181,17 @@ pub async fn start_with(
     let mut tasks = JoinSet::new();
     let mut producer_addr = None;
 
+    if roles.producer || roles.worker || roles.dispatcher {
+        // Checked when the settings loaded; written in the background so a database
+        // that is down at start-up delays the schedules, not the roles.
+        let defs = settings.schedule_defs()?;
+        let (store, token) = (store.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            crate::schedules::sync_config(store, defs, token).await;
+            Ok(())
+        });
+    }
+
     if roles.producer {
         // The connection cap is sized against the descriptor limit, keeping the
         // database pool's descriptors (and the process's own) out of it.

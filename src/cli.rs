@@ -58,6 +58,9 @@ pub enum Command {
     /// Inspect, cancel and retry single jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// List, inspect, pause, resume, trigger and preview schedules (periodic jobs).
+    #[command(subcommand)]
+    Schedules(SchedulesCommand),
     /// Manage intake API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -268,6 +271,52 @@ pub enum JobsCommand {
     },
 }
 
+/// `conveyor schedules`.
+#[derive(Debug, Subcommand)]
+pub enum SchedulesCommand {
+    /// List every schedule: expression, zone, kind, state, next slot, slot counts.
+    List {
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one schedule: definition, state, slots fired, missed and skipped, and its
+    /// recent jobs.
+    Show {
+        /// Schedule name.
+        name: String,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop firing: slots pass (and are not caught up) until resumed.
+    Pause {
+        /// Schedule name.
+        name: String,
+    },
+    /// Fire again from the next slot after now.
+    Resume {
+        /// Schedule name.
+        name: String,
+    },
+    /// Fire one job now, outside the schedule's slots.
+    Trigger {
+        /// Schedule name.
+        name: String,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the next fire times in the schedule's time zone.
+    Preview {
+        /// Schedule name (stored, or declared in the configuration).
+        name: String,
+        /// How many.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        count: u32,
+    },
+}
+
 /// `conveyor run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -363,6 +412,7 @@ impl Cli {
             Command::Migrate
             | Command::Dead(_)
             | Command::Jobs(_)
+            | Command::Schedules(_)
             | Command::Keys(_)
             | Command::Stats { .. }
             | Command::Demo(_)

@@ -31,6 +31,8 @@ pub struct Settings {
     pub dispatcher: DispatcherSettings,
     /// The SMTP server `email.send` sends through.
     pub smtp: SmtpSettings,
+    /// Periodic jobs (`[[schedules]]`), written to the ledger at start-up.
+    pub schedules: Vec<jobs::schedule::ScheduleSpec>,
 }
 
 impl Default for Settings {
@@ -43,6 +45,7 @@ impl Default for Settings {
             worker: WorkerSettings::default(),
             dispatcher: DispatcherSettings::default(),
             smtp: SmtpSettings::default(),
+            schedules: Vec::new(),
         }
     }
 }
@@ -132,6 +135,20 @@ impl Settings {
         })?;
         settings.check()?;
         Ok(settings)
+    }
+
+    /// The configured schedules, checked against the kinds this configuration runs.
+    ///
+    /// # Errors
+    /// Each bad schedule field, naming the schedule.
+    pub fn schedule_defs(&self) -> Result<Vec<jobs::schedule::ScheduleDef>, ConfigError> {
+        let catalog = worker::startup::catalog(self.worker.test_kinds)
+            .map_err(|e| ConfigError(format!("the kinds' catalog: {e}")))?;
+        crate::schedules::validate_config(
+            &self.schedules,
+            &catalog,
+            self.producer.max_attempts_limit,
+        )
     }
 
     fn check(&self) -> Result<(), ConfigError> {
@@ -230,6 +247,9 @@ impl Settings {
         }
         if let Err(e) = self.smtp.validate() {
             problems.push(format!("configuration key `{}`: {e}", e.key()));
+        }
+        if let Err(e) = self.schedule_defs() {
+            problems.push(e.0);
         }
         if problems.is_empty() {
             Ok(())

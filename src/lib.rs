@@ -9,6 +9,7 @@
 //! - [`bench`] — `conveyor bench`: throughput, latency and the raw-pipeline baseline.
 //! - [`app`] — starting and stopping roles.
 //! - [`ops`] — operator commands: dead letters and jobs.
+//! - [`schedules`] — `[[schedules]]` in the configuration and the `schedules` commands.
 //! - [`telemetry`] — logging.
 
 pub mod app;
@@ -16,4 +17,5 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod ops;
+pub mod schedules;
 pub mod telemetry;

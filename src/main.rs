@@ -55,6 +55,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let store = store::Store::connect(&settings.database)?;
             return ops::jobs(&store, command).await;
         }
+        Command::Schedules(command) => {
+            let store = store::Store::connect(&settings.database)?;
+            let catalog = app::catalog(&settings)?;
+            return conveyor::schedules::run(&store, &settings, &catalog, command).await;
+        }
         Command::Keys(_) => return Ok(()),
         Command::Bench(args) => {
             let options = conveyor::bench::BenchOptions {

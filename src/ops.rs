@@ -269,6 +269,9 @@ pub async fn jobs(store: &Store, command: JobsCommand) -> anyhow::Result<()> {
                         .map_or_else(|| "?".into(), |t| t.to_rfc3339())
                 );
             }
+            if let Some(fired) = &job.fired_by {
+                println!("fired by     {} for {}", fired.schedule, fired.slot);
+            }
             println!("created      {}", job.created_at.to_rfc3339());
             if !attempts.is_empty() {
                 println!();

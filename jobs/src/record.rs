@@ -10,6 +10,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::model::{DeadReason, JobId, JobState};
+use crate::schedule::FiredBy;
 
 /// Identity of one worker process (one row in `workers`, heartbeating).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -57,6 +58,9 @@ pub struct NewJob {
     pub idempotency_ttl: Duration,
     /// W3C trace context of the request that enqueued it.
     pub traceparent: Option<String>,
+    /// The schedule slot this job was fired for (`None` for a job posted or enqueued
+    /// by a handler).
+    pub fired_by: Option<FiredBy>,
 }
 
 /// One job as stored.
@@ -104,6 +108,8 @@ pub struct JobRecord {
     pub started_at: Option<DateTime<Utc>>,
     /// Reached a final state.
     pub finished_at: Option<DateTime<Utc>>,
+    /// The schedule slot it was fired for.
+    pub fired_by: Option<FiredBy>,
 }
 
 /// How an attempt ended, as the executor decided (`worker::decide`).

@@ -9,6 +9,7 @@
 //! - [`problem`] — [`ApiError`] and its problem+json rendering.
 //! - [`auth`] — API keys (hashed, constant-time) and per-key rate limits.
 //! - [`routes`] — the handlers and the request/response types.
+//! - [`schedules`] — the schedules API.
 //! - [`app`](fn@app) — the router with its middleware.
 //! - [`conn`] — [`serve`]: the accept loop, with per-connection time bounds and caps
 //!   on open connections ([`ConnectionLimits`]).
@@ -18,6 +19,7 @@ pub mod conn;
 pub mod marks;
 pub mod problem;
 pub mod routes;
+pub mod schedules;
 pub mod settings;
 
 use std::net::SocketAddr;
@@ -148,7 +150,7 @@ impl MakeRequestId for NewRequestId {
         description = "Durable background jobs: POST a job, follow it to completion. Errors are application/problem+json.",
     ),
     modifiers(&BearerAuth),
-    tags((name = "jobs", description = "Enqueue, inspect, list and cancel jobs"), (name = "health", description = "Liveness and readiness"))
+    tags((name = "jobs", description = "Enqueue, inspect, list and cancel jobs"), (name = "schedules", description = "Periodic jobs: create, inspect, change, pause, resume, trigger"), (name = "health", description = "Liveness and readiness"))
 )]
 struct ApiDoc;
 
@@ -175,7 +177,8 @@ fn routers() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
         .routes(routes!(routes::create_job, routes::list_jobs))
         .routes(routes!(routes::create_batch))
         .routes(routes!(routes::get_job))
-        .routes(routes!(routes::cancel_job));
+        .routes(routes!(routes::cancel_job))
+        .merge(schedules::router());
     let public = OpenApiRouter::new()
         .routes(routes!(routes::healthz))
         .routes(routes!(routes::readyz))

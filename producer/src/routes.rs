@@ -148,6 +148,10 @@ pub struct JobView {
     pub started_at: Option<DateTime<Utc>>,
     /// Final state reached at.
     pub finished_at: Option<DateTime<Utc>>,
+    /// The schedule and slot that fired it (absent for other jobs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::schedules::FiredByView>)]
+    pub fired_by: Option<jobs::schedule::FiredBy>,
 }
 
 impl From<JobRecord> for JobView {
@@ -170,6 +174,7 @@ impl From<JobRecord> for JobView {
             updated_at: r.updated_at,
             started_at: r.started_at,
             finished_at: r.finished_at,
+            fired_by: r.fired_by,
         }
     }
 }
@@ -445,6 +450,7 @@ pub fn validate(
         idempotency_key: key,
         idempotency_ttl: Duration::from_secs(state.settings.idempotency_ttl_secs),
         traceparent,
+        fired_by: None,
     })
 }
 

@@ -108,6 +108,7 @@ pub(crate) async fn enqueue_in(
         idempotency_key: None,
         idempotency_ttl: Duration::ZERO,
         traceparent: None,
+        fired_by: None,
     };
     insert_rows(conn, std::slice::from_ref(&job), Start::DueNow).await?;
     Ok(())

@@ -130,6 +130,8 @@ pub(crate) async fn insert_rows(
     let mut keys = Vec::with_capacity(n);
     let mut ttls = Vec::with_capacity(n);
     let mut traces = Vec::with_capacity(n);
+    let mut schedules = Vec::with_capacity(n);
+    let mut slots = Vec::with_capacity(n);
     for job in jobs {
         ids.push(job.id.as_uuid());
         kinds.push(job.kind.as_str());
@@ -142,18 +144,23 @@ pub(crate) async fn insert_rows(
         keys.push(job.idempotency_key.as_deref());
         ttls.push(millis(job.idempotency_ttl));
         traces.push(job.traceparent.as_deref());
+        schedules.push(job.fired_by.as_ref().map(|f| f.schedule.as_str()));
+        slots.push(job.fired_by.as_ref().map(|f| f.slot.as_str()));
     }
     // A follow-up job wakes the dispatchers in the same round trip.
     let rows: Vec<JobRow> = sqlx::query_as(AssertSqlSafe(format!(
         "INSERT INTO jobs (id, kind, queue, args, state, max_attempts, attempt_budget, run_at, \
-             timeout_ms, idempotency_key, idempotency_expires_at, traceparent) \
+             timeout_ms, idempotency_key, idempotency_expires_at, traceparent, schedule_name, \
+             schedule_slot) \
          SELECT id, kind, queue, args, state, max_attempts, max_attempts, COALESCE(run_at, now()), \
              timeout_ms, key, \
              CASE WHEN key IS NULL THEN NULL ELSE now() + ttl_ms * interval '1 millisecond' END, \
-             traceparent \
+             traceparent, schedule_name, schedule_slot \
          FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::text[], $6::int[], \
-             $7::timestamptz[], $8::int[], $9::text[], $10::bigint[], $11::text[]) \
-             AS t(id, kind, queue, args, state, max_attempts, run_at, timeout_ms, key, ttl_ms, traceparent) \
+             $7::timestamptz[], $8::int[], $9::text[], $10::bigint[], $11::text[], $13::text[], \
+             $14::text[]) \
+             AS t(id, kind, queue, args, state, max_attempts, run_at, timeout_ms, key, ttl_ms, \
+                 traceparent, schedule_name, schedule_slot) \
          ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
          RETURNING {JOB_COLUMNS}, CASE WHEN $12 THEN {NOTIFY_DUE} END AS woke"
     )))
@@ -169,6 +176,8 @@ pub(crate) async fn insert_rows(
     .bind(&ttls)
     .bind(&traces)
     .bind(start == Start::DueNow)
+    .bind(&schedules)
+    .bind(&slots)
     .fetch_all(&mut *conn)
     .await?;
     let mut created: HashMap<JobId, JobRecord> = rows
@@ -186,7 +195,7 @@ pub(crate) async fn insert_rows(
 /// when kind, queue, args and max_attempts are the same, and
 /// [`Error::IdempotencyConflict`] otherwise; an expired key is released and the insert
 /// tried again. Concurrent inserts with one key yield one job.
-async fn insert_keyed(conn: &mut PgConnection, job: &NewJob) -> Result<Insert, Error> {
+pub(crate) async fn insert_keyed(conn: &mut PgConnection, job: &NewJob) -> Result<Insert, Error> {
     // Two rounds at most: the second after freeing an expired key.
     for _ in 0..2 {
         let inserted = insert_rows(conn, std::slice::from_ref(job), Start::Requested).await?;

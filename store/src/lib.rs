@@ -21,6 +21,7 @@
 //! - [`coalesce`] — [`Coalescer`], one statement for concurrent requests.
 //! - [`orders`] — `order.process`'s port ([`jobs::kinds::order::OrderLedger`]), the
 //!   product catalog and its CSV format.
+//! - [`schedules`] — schedule rows and taking a slot (the cursor's compare-and-set).
 //! - [`emails`] — `email.send`'s record of sent messages ([`jobs::kinds::email::SentLog`]).
 //! - [`error`] — [`Error`], with constraint violations mapped to meaning.
 
@@ -34,6 +35,7 @@ pub mod error;
 pub mod intake;
 pub mod orders;
 pub mod query;
+pub mod schedules;
 pub mod settings;
 pub mod settle;
 mod sql;
@@ -54,6 +56,7 @@ pub use error::Error;
 pub use intake::Insert;
 pub use orders::{CatalogError, parse_catalog};
 pub use query::JobQuery;
+pub use schedules::{ConfigSync, Firing, ScheduleChange, ScheduleRecord, ScheduleSource};
 pub use settings::DatabaseSettings;
 pub use settle::{Ending, Settled, Settlement};
 pub use stats::QueueStats;

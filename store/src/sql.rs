@@ -15,7 +15,8 @@ use crate::error::Error;
 /// The columns of [`JobRow`], in its order.
 pub(crate) const JOB_COLUMNS: &str = "id, kind, queue, args, state, attempt, max_attempts, \
     run_at, timeout_ms, idempotency_key, result, last_error, cancel_requested, replay_count, \
-    replayed_at, replayed_by, traceparent, created_at, updated_at, started_at, finished_at";
+    replayed_at, replayed_by, traceparent, created_at, updated_at, started_at, finished_at, \
+    schedule_name, schedule_slot";
 
 /// The expression that wakes the dispatchers (`LISTEN conveyor_due`); Postgres delivers it
 /// when the transaction commits, once however often it was called.
@@ -73,6 +74,8 @@ pub(crate) struct JobRow {
     updated_at: DateTime<Utc>,
     started_at: Option<DateTime<Utc>>,
     finished_at: Option<DateTime<Utc>>,
+    schedule_name: Option<String>,
+    schedule_slot: Option<String>,
 }
 
 impl From<JobRow> for JobRecord {
@@ -99,6 +102,10 @@ impl From<JobRow> for JobRecord {
             updated_at: row.updated_at,
             started_at: row.started_at,
             finished_at: row.finished_at,
+            fired_by: match (row.schedule_name, row.schedule_slot) {
+                (Some(schedule), Some(slot)) => Some(jobs::schedule::FiredBy { schedule, slot }),
+                _ => None,
+            },
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The dispatcher publishes what is due: scheduled jobs whose `run_at` came, retries
 //! whose backoff elapsed, jobs a handler enqueued in its transaction, and enqueued jobs
 //! whose publish was never confirmed (the producer crashed or the broker was down at
-//! intake). It also rescues running jobs whose worker stopped heartbeating.
+//! intake). It also rescues running jobs whose worker stopped heartbeating, and fires
+//! schedules' slots ([`crate::schedules`]), waking at the next slot.
 //!
 //! Each round takes due rows with `FOR UPDATE SKIP LOCKED` and commits them `enqueued`
 //! (unconfirmed) before publishing, then marks the confirmed ones, so any number of
@@ -133,6 +134,11 @@ impl Dispatcher {
                 listener = self.listen().await;
             }
             let mut full = false;
+            let grace = Duration::from_millis(self.settings.schedule_grace_ms);
+            if let Err(e) = crate::schedules::fire_due(&self.store, grace).await {
+                failures += 1;
+                tracing::warn!(error = %e, "firing schedules failed");
+            }
             match self.publish_due().await {
                 Ok(n) => {
                     failures = 0;
@@ -171,6 +177,9 @@ impl Dispatcher {
                 Ok(Some(next)) => next.min(poll),
                 _ => poll,
             };
+            if let Ok(Some(slot)) = self.store.next_slot_in().await {
+                wait = wait.min(slot);
+            }
             if failures > 0 {
                 wait = poll.max(Duration::from_millis(250 * u64::from(failures.min(20))));
             }

@@ -10,6 +10,7 @@
 //! - [`executor`] — one delivery, start to ack.
 //! - [`consumer`] — the consume loop: connections, reconnects, concurrency, drain.
 //! - [`dispatcher`] — due, retry and unconfirmed publishes; orphan rescue.
+//! - [`schedules`] — firing due schedule slots (called by the dispatcher).
 //! - [`archive`] — the dead-letter queue → `dead_letters`.
 //! - [`retry`] — waiting out an unavailable database without losing the delivery.
 //! - [`mailer`] — [`SmtpMailer`], `email.send`'s SMTP adapter, and [`SmtpSettings`].
@@ -24,6 +25,7 @@ pub mod dispatcher;
 pub mod executor;
 pub mod mailer;
 pub mod retry;
+pub mod schedules;
 pub mod settings;
 pub mod startup;
 

@@ -84,6 +84,9 @@ pub struct DispatcherSettings {
     /// An enqueued job whose publish was not confirmed for this long is published
     /// again (the producer crashed, or the broker was down at intake).
     pub unconfirmed_after_ms: u64,
+    /// A schedule's slot seen at most this late is on time and fires whatever the
+    /// schedule's `catch_up`; a later one is missed unless `catch_up` fires it.
+    pub schedule_grace_ms: u64,
 }
 
 impl Default for DispatcherSettings {
@@ -93,6 +96,7 @@ impl Default for DispatcherSettings {
             poll_interval_ms: 1_000,
             batch_size: 500,
             unconfirmed_after_ms: 10_000,
+            schedule_grace_ms: 60_000,
         }
     }
 }

@@ -151,6 +151,7 @@ pub fn new_job() -> NewJob {
         idempotency_key: None,
         idempotency_ttl: Duration::from_secs(3600),
         traceparent: None,
+        fired_by: None,
     }
 }
 
