@@ -191,7 +191,7 @@ fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
 
 fn changed(change: ScheduleChange, name: &str) -> anyhow::Result<ScheduleRecord> {
     match change {
-        ScheduleChange::Done(record) => Ok(record),
+        ScheduleChange::Done(record) => Ok(*record),
         ScheduleChange::Missing => bail!("no schedule named {name:?}"),
         ScheduleChange::Declared => {
             bail!("schedule {name:?} is declared in conveyor.toml; change it there")

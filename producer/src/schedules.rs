@@ -213,7 +213,7 @@ fn check(state: &AppState, spec: ScheduleSpec) -> Result<ScheduleDef, ApiError> 
 
 fn changed(change: ScheduleChange, name: &str) -> Result<ScheduleRecord, ApiError> {
     match change {
-        ScheduleChange::Done(record) => Ok(record),
+        ScheduleChange::Done(record) => Ok(*record),
         ScheduleChange::Missing => Err(missing(name)),
         ScheduleChange::Declared => Err(ApiError::Conflict(format!(
             "schedule {name:?} is declared in conveyor.toml; change it there"

@@ -161,7 +161,7 @@ impl ScheduleRecord {
 #[derive(Debug, Clone)]
 pub enum ScheduleChange {
     /// Done; the schedule as it is now.
-    Done(ScheduleRecord),
+    Done(Box<ScheduleRecord>),
     /// No schedule has this name.
     Missing,
     /// It is declared in `conveyor.toml`: change it there.
@@ -332,7 +332,9 @@ impl Store {
             write_definition(&mut tx, def, ScheduleSource::Api, existing.cursor, true).await?;
         notify_due(&mut tx).await?;
         tx.commit().await?;
-        Ok(written.map_or(ScheduleChange::Missing, ScheduleChange::Done))
+        Ok(written.map_or(ScheduleChange::Missing, |r| {
+            ScheduleChange::Done(Box::new(r))
+        }))
     }
 
     /// Deletes an API schedule. Its jobs stay, still naming it.
@@ -352,7 +354,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(ScheduleChange::Done(existing))
+        Ok(ScheduleChange::Done(Box::new(existing)))
     }
 
     /// Every schedule, by name.
@@ -436,7 +438,9 @@ impl Store {
         .await?;
         notify_due(&mut tx).await?;
         tx.commit().await?;
-        Ok(ScheduleChange::Done(ScheduleRecord::from_row(&row)?))
+        Ok(ScheduleChange::Done(Box::new(ScheduleRecord::from_row(
+            &row,
+        )?)))
     }
 
     /// Fires one job of the schedule now, outside its slots (its cursor does not
