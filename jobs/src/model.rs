@@ -118,7 +118,8 @@ vocabulary! {
     /// a job into it; no other component writes that state.
     pub enum JobState ("job state") {
         /// Waiting for `run_at`. Written by the producer (a `run_at`/`delay_ms` in the
-        /// request), by a handler's transactional enqueue, by a snooze, or by a replay.
+        /// request), by a handler's transactional enqueue, by a snooze, by a replay, or
+        /// by the dispatcher firing a schedule's slot.
         /// The dispatcher publishes it when due.
         Scheduled = "scheduled",
         /// Published (or being published) to its queue. Written by the producer at intake
