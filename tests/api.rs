@@ -369,6 +369,11 @@ async fn the_openapi_document_covers_every_route_and_error_shape() {
         ("/v1/jobs/batch", vec!["post"]),
         ("/v1/jobs/{id}", vec!["get"]),
         ("/v1/jobs/{id}/cancel", vec!["post"]),
+        ("/v1/schedules", vec!["post", "get"]),
+        ("/v1/schedules/{name}", vec!["get", "patch", "delete"]),
+        ("/v1/schedules/{name}/pause", vec!["post"]),
+        ("/v1/schedules/{name}/resume", vec!["post"]),
+        ("/v1/schedules/{name}/trigger", vec!["post"]),
         ("/healthz", vec!["get"]),
         ("/readyz", vec!["get"]),
         ("/metrics", vec!["get"]),
@@ -391,7 +396,9 @@ async fn the_openapi_document_covers_every_route_and_error_shape() {
     );
     // And each documented route is really served (not the 404 fallback).
     for path in &documented {
-        let concrete = path.replace("{id}", &uuid::Uuid::new_v4().to_string());
+        let concrete = path
+            .replace("{id}", &uuid::Uuid::new_v4().to_string())
+            .replace("{name}", "no-such-schedule");
         let method = paths[*path]
             .as_object()
             .unwrap()
