@@ -137,6 +137,20 @@ async fn two_concurrent_fires_of_the_same_slots_make_one_job_each() {
             .is_none()
     );
     assert_eq!(app.schedule_jobs("report").await.len(), 3);
+    // A cursor set back over fired slots fires nothing twice: the slots' keys hold.
+    app.set_cursor(
+        "report",
+        Utc::now() - chrono::Duration::hours(72) + chrono::Duration::minutes(30),
+    )
+    .await;
+    let again = app
+        .store
+        .fire_schedule("report", grace)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(again.fired.is_empty(), "{again:?}");
+    assert_eq!(app.schedule_jobs("report").await.len(), 3);
     app.teardown().await;
 }
 
@@ -383,6 +397,15 @@ async fn a_bad_schedule_is_a_422_naming_each_field_and_stores_nothing() {
         .await
         .unwrap();
     assert_eq!(missing.status(), 404);
+    for action in ["pause", "resume", "trigger"] {
+        let response = app
+            .client
+            .post(format!("{}/v1/schedules/nope/{action}", app.address))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 404, "{action}");
+    }
     let deleted = app
         .client
         .delete(format!("{}/v1/schedules/tick", app.address))
