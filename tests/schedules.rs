@@ -183,6 +183,27 @@ async fn after_five_missed_slots_catch_up_none_latest_all_fire_0_1_5_jobs() {
             assert!(slot_time(slot) < Utc::now());
         }
     }
+    // Each missed or fired slot is counted for Prometheus too.
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for (policy, result, n) in [
+        ("none", "missed", 5),
+        ("latest", "missed", 4),
+        ("latest", "fired", 1),
+        ("all", "fired", 5),
+    ] {
+        let line = format!(
+            "conveyor_schedule_slots_total{{schedule=\"report-{policy}\",result=\"{result}\"}} {n}"
+        );
+        assert!(metrics.contains(&line), "{line} missing from:\n{metrics}");
+    }
     // `latest` fired the most recent missed slot, and its job runs like any other and
     // says which slot fired it.
     let (slot, _, _) = app.schedule_jobs("report-latest").await.remove(0);
