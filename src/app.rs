@@ -209,7 +209,6 @@ pub async fn start_with(
                 )
             })?;
         let addr = listener.local_addr()?;
-        producer::check_exposure(&settings.producer, addr).map_err(anyhow::Error::msg)?;
         producer_addr = Some(addr);
         let publisher = Arc::new(Publisher::new(
             settings.broker.clone(),
@@ -238,6 +237,12 @@ pub async fn start_with(
         )
         .map_err(anyhow::Error::msg)?
         .with_metrics(crate::telemetry::metrics_renderer(store.clone()));
+        // Load the stored keys before serving, so the first requests are checked
+        // against them (and an intake with stored keys may serve beyond loopback).
+        if let Err(e) = state.keys.refresh().await {
+            tracing::warn!(error = %e, "cannot load the stored API keys yet; retrying in the background");
+        }
+        producer::check_exposure(state.keys.protected(), addr).map_err(anyhow::Error::msg)?;
         let token = shutdown.clone();
         tracing::info!(
             %addr,

@@ -61,9 +61,12 @@ pub enum Command {
     /// List, inspect, pause, resume, trigger and preview schedules (periodic jobs).
     #[command(subcommand)]
     Schedules(SchedulesCommand),
-    /// Manage intake API keys.
+    /// Create, list and revoke API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Read the audit log: every change made through the API or the CLI.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Per queue: ready, running, scheduled, retrying, dead, oldest ready age, completed
     /// and failed in the last minute, consumers.
     Stats {
@@ -140,8 +143,74 @@ pub enum DemoCommand {
 /// `conveyor keys`.
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
-    /// Print a new random API key and the hash to put in producer.api_keys.
+    /// Print a new random API key and the hash to put in producer.api_keys (an admin
+    /// key kept in configuration, not in the database).
     New,
+    /// Create a key in the database with a role, optionally limited to kinds and
+    /// queues and expiring; prints the key once. Running intakes accept it within a
+    /// second.
+    Create {
+        /// A name for people (`web-shop`).
+        #[arg(long)]
+        name: String,
+        /// producer (enqueue, read its kinds), viewer (read without args), operator
+        /// (read with args, cancel, retry, replay, manage queues) or admin (everything).
+        #[arg(long)]
+        role: String,
+        /// Kind globs the key is limited to, comma-separated (`order.*,billing.*`).
+        #[arg(long, value_name = "GLOBS", value_delimiter = ',')]
+        kinds: Vec<String>,
+        /// Queue globs the key is limited to, comma-separated.
+        #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+        queues: Vec<String>,
+        /// When it stops working: an age (90d, 12h, 30m) or an RFC 3339 time.
+        #[arg(long, value_name = "AGE|TIME")]
+        expires: Option<String>,
+        /// Who is creating it (recorded in the audit log; default: $USER).
+        #[arg(long, value_name = "NAME")]
+        by: Option<String>,
+        /// JSON for scripts (the key included).
+        #[arg(long)]
+        json: bool,
+    },
+    /// List keys (never the keys themselves), revoked ones included.
+    List {
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key: every running intake refuses it within a second.
+    Revoke {
+        /// Key id.
+        id: String,
+        /// Who is revoking (recorded in the audit log; default: $USER).
+        #[arg(long, value_name = "NAME")]
+        by: Option<String>,
+    },
+}
+
+/// `conveyor audit`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Who changed what, newest first.
+    List {
+        /// Only this action (job.cancel, job.retry, dead.replay, dead.purge, key.create,
+        /// key.revoke, queue.pause, queue.resume).
+        #[arg(long)]
+        action: Option<String>,
+        /// Only this actor (a key's name, a CLI user).
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only entries at or after: RFC 3339, or an age like 15m, 2h, 7d.
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// At most this many.
+        #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        limit: u32,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Which dead letters: the filters shared by `list`, `replay` and `purge`.
@@ -216,7 +285,7 @@ pub enum DeadCommand {
         /// Replays per second, at most.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
         rate: Option<u32>,
-        /// Who is replaying (recorded on the job; default: $USER).
+        /// Who is replaying (recorded on the job and in the audit log; default: $USER).
         #[arg(long, value_name = "NAME")]
         by: Option<String>,
         /// JSON for scripts.
@@ -236,6 +305,9 @@ pub enum DeadCommand {
         /// Do not ask for confirmation.
         #[arg(long)]
         yes: bool,
+        /// Who is purging (recorded in the audit log; default: $USER).
+        #[arg(long, value_name = "NAME")]
+        by: Option<String>,
         /// JSON for scripts.
         #[arg(long)]
         json: bool,
@@ -257,6 +329,9 @@ pub enum JobsCommand {
     Cancel {
         /// Job id.
         id: String,
+        /// Who is cancelling (recorded in the audit log; default: $USER).
+        #[arg(long, value_name = "NAME")]
+        by: Option<String>,
         /// JSON for scripts.
         #[arg(long)]
         json: bool,
@@ -265,7 +340,7 @@ pub enum JobsCommand {
     Retry {
         /// Job id.
         id: String,
-        /// Who is retrying (recorded on the job; default: $USER).
+        /// Who is retrying (recorded on the job and in the audit log; default: $USER).
         #[arg(long, value_name = "NAME")]
         by: Option<String>,
     },
@@ -414,6 +489,7 @@ impl Cli {
             | Command::Jobs(_)
             | Command::Schedules(_)
             | Command::Keys(_)
+            | Command::Audit(_)
             | Command::Stats { .. }
             | Command::Demo(_)
             | Command::Bench(_) => (None, None),

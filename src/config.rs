@@ -176,6 +176,16 @@ impl Settings {
                 ));
             }
         }
+        if !(50..=1000).contains(&self.producer.key_refresh_ms) {
+            problems.push(
+                "configuration key `producer.key_refresh_ms`: must be between 50 and 1000 (a revoked key must stop working within a second)".to_owned(),
+            );
+        }
+        if self.producer.auth_failures.per_second == 0 || self.producer.auth_failures.burst == 0 {
+            problems.push(
+                "configuration key `producer.auth_failures`: per_second and burst must be at least 1".to_owned(),
+            );
+        }
         if self.producer.max_batch == 0 {
             problems.push("configuration key `producer.max_batch`: must be at least 1".to_owned());
         }

@@ -10,12 +10,16 @@
 //! - [`app`] — starting and stopping roles.
 //! - [`ops`] — operator commands: dead letters and jobs.
 //! - [`schedules`] — `[[schedules]]` in the configuration and the `schedules` commands.
+//! - [`keys`] — `conveyor keys create|list|revoke`.
+//! - [`audit`] — `conveyor audit list`.
 //! - [`telemetry`] — logging.
 
 pub mod app;
+pub mod audit;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod keys;
 pub mod ops;
 pub mod schedules;
 pub mod telemetry;

@@ -60,7 +60,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let catalog = app::catalog(&settings)?;
             return conveyor::schedules::run(&store, &settings, &catalog, command).await;
         }
-        Command::Keys(_) => return Ok(()),
+        Command::Keys(command) => {
+            let store = store::Store::connect(&settings.database)?;
+            return conveyor::keys::keys(&store, command).await;
+        }
+        Command::Audit(command) => {
+            let store = store::Store::connect(&settings.database)?;
+            return conveyor::audit::audit(&store, command).await;
+        }
         Command::Bench(args) => {
             let options = conveyor::bench::BenchOptions {
                 jobs: usize::try_from(args.jobs).unwrap_or(usize::MAX),

@@ -5,6 +5,7 @@
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
+use access::Principal;
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use jobs::{Catalog, JobId};
@@ -138,7 +139,7 @@ pub async fn dead(store: &Store, catalog: &Catalog, command: DeadCommand) -> any
             by,
             json,
         } => {
-            let targets = select(store, &ids, &filter, all).await?;
+            let (targets, described) = select(store, &ids, &filter, all).await?;
             let corrected = match &args {
                 None => None,
                 Some(path) => {
@@ -162,21 +163,13 @@ pub async fn dead(store: &Store, catalog: &Catalog, command: DeadCommand) -> any
                 );
                 return Ok(());
             }
-            let by = by.unwrap_or_else(default_actor);
+            let context = Principal::cli(by.unwrap_or_else(default_actor))
+                .audit(None)
+                .with_filter(described);
             let progress = progress_bar(targets.len() as u64, json);
-            let mut ticker = rate.map(|r| {
-                let mut interval =
-                    tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(r.max(1))));
-                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                interval
-            });
             let (mut replayed, mut skipped) = (0usize, 0usize);
             let mut results = Vec::with_capacity(targets.len());
-            for id in &targets {
-                if let Some(ticker) = ticker.as_mut() {
-                    ticker.tick().await;
-                }
-                let outcome = store.replay(*id, &by, corrected.as_ref()).await?;
+            let mut note = |id: &Uuid, outcome: ReplayOutcome| {
                 match &outcome {
                     ReplayOutcome::Replayed { .. } => replayed += 1,
                     ReplayOutcome::Skipped { reason } => {
@@ -188,6 +181,28 @@ pub async fn dead(store: &Store, catalog: &Catalog, command: DeadCommand) -> any
                 }
                 results.push(json!({ "id": id, "outcome": outcome }));
                 progress.inc(1);
+            };
+            match rate {
+                // At full speed: one transaction, one audit row for the whole set.
+                None => {
+                    for (id, outcome) in store
+                        .replay_many(&targets, corrected.as_ref(), &context)
+                        .await?
+                    {
+                        note(&id, outcome);
+                    }
+                }
+                // Paced: each replay is its own change, with its own audit row.
+                Some(r) => {
+                    let mut ticker =
+                        tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(r.max(1))));
+                    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    for id in &targets {
+                        ticker.tick().await;
+                        let outcome = store.replay(*id, corrected.as_ref(), &context).await?;
+                        note(id, outcome);
+                    }
+                }
             }
             progress.finish_and_clear();
             if json {
@@ -203,9 +218,10 @@ pub async fn dead(store: &Store, catalog: &Catalog, command: DeadCommand) -> any
             filter,
             all,
             yes,
+            by,
             json,
         } => {
-            let targets = select(store, &ids, &filter, all).await?;
+            let (targets, described) = select(store, &ids, &filter, all).await?;
             if targets.is_empty() {
                 if json {
                     return print_json(&json!({ "purged": 0 }));
@@ -221,7 +237,10 @@ pub async fn dead(store: &Store, catalog: &Catalog, command: DeadCommand) -> any
             {
                 bail!("not confirmed; nothing purged (pass --yes to skip the question)");
             }
-            let purged = store.purge(&targets).await?;
+            let context = Principal::cli(by.unwrap_or_else(default_actor))
+                .audit(None)
+                .with_filter(described);
+            let purged = store.purge(&targets, &context).await?;
             if json {
                 return print_json(&json!({ "purged": purged }));
             }
@@ -293,9 +312,10 @@ pub async fn jobs(store: &Store, command: JobsCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        JobsCommand::Cancel { id, json } => {
+        JobsCommand::Cancel { id, by, json } => {
             let id = JobId(parse_id(&id)?);
-            let (text, ok) = match store.cancel(id).await? {
+            let context = Principal::cli(by.unwrap_or_else(default_actor)).audit(None);
+            let (text, ok) = match store.cancel(id, &context).await? {
                 CancelOutcome::Cancelled => ("cancelled".to_owned(), true),
                 CancelOutcome::Requested => (
                     "cancel requested: the running attempt finishes and is not retried".to_owned(),
@@ -317,10 +337,8 @@ pub async fn jobs(store: &Store, command: JobsCommand) -> anyhow::Result<()> {
         }
         JobsCommand::Retry { id, by } => {
             let id = JobId(parse_id(&id)?);
-            match store
-                .retry_now(id, &by.unwrap_or_else(default_actor))
-                .await?
-            {
+            let context = Principal::cli(by.unwrap_or_else(default_actor)).audit(None);
+            match store.retry_now(id, &context).await? {
                 RetryOutcome::Scheduled => {
                     println!("{id}: scheduled to run now");
                     Ok(())
@@ -442,25 +460,37 @@ async fn consumer_counts<'a>(
     counts
 }
 
+/// The dead letters an operator names, snapshotted now, and the filter to record in
+/// the audit log (none for ids).
 async fn select(
     store: &Store,
     ids: &[String],
     filter: &DeadFilterArgs,
     all: bool,
-) -> anyhow::Result<Vec<Uuid>> {
+) -> anyhow::Result<(Vec<Uuid>, Option<Value>)> {
     if !ids.is_empty() {
         if filter.is_set() || all {
             bail!("give IDs or filters, not both");
         }
-        return ids.iter().map(|id| parse_id(id)).collect();
+        return Ok((
+            ids.iter()
+                .map(|id| parse_id(id))
+                .collect::<anyhow::Result<_>>()?,
+            None,
+        ));
     }
     if !filter.is_set() && !all {
         bail!(
             "name dead letters by ID, by a filter (--queue, --kind, --error, --since, --until), or pass --all"
         );
     }
-    let letters = store.dead_letters(&filter.to_filter()?).await?;
-    Ok(letters.into_iter().map(|d| d.id).collect())
+    let filter = filter.to_filter()?;
+    let mut described = filter.describe();
+    if all {
+        described["all"] = Value::Bool(true);
+    }
+    let letters = store.dead_letters(&filter).await?;
+    Ok((letters.into_iter().map(|d| d.id).collect(), Some(described)))
 }
 
 async fn read_args(
@@ -500,27 +530,38 @@ impl DeadFilterArgs {
             || self.until.is_some()
     }
 
-    /// The store filter; times are RFC 3339 or relative (`90s`, `15m`, `2h`, `7d` ago).
-    ///
-    /// # Errors
-    /// A time that parses as neither.
-    pub fn to_filter(&self) -> anyhow::Result<DeadFilter> {
-        Ok(DeadFilter {
+    /// The filters as the API takes them.
+    pub fn selection(&self) -> access::DeadSelection {
+        access::DeadSelection {
             queue: self.queue.clone(),
             kind: self.kind.clone(),
             error: self.error.clone(),
-            since: self
-                .since
-                .as_deref()
-                .map(|t| parse_time(t, "--since"))
-                .transpose()?,
-            until: self
-                .until
-                .as_deref()
-                .map(|t| parse_time(t, "--until"))
-                .transpose()?,
+            since: self.since.clone(),
+            until: self.until.clone(),
             limit: self.limit,
-        })
+        }
+    }
+
+    /// The store filter; times are RFC 3339 or relative (`90s`, `15m`, `2h`, `7d` ago).
+    /// Parsed as `GET /v1/dead` parses its query.
+    ///
+    /// # Errors
+    /// A time that parses as neither, named by its flag.
+    pub fn to_filter(&self) -> anyhow::Result<DeadFilter> {
+        self.selection()
+            .to_filter(&Principal::cli("cli"), "select", Utc::now())
+            .map_err(|e| match e {
+                access::select::SelectionError::Invalid(errors) => anyhow::anyhow!(
+                    "{}",
+                    errors
+                        .0
+                        .iter()
+                        .map(|e| format!("--{} {}", e.field, e.message))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+                access::select::SelectionError::Denied(d) => anyhow::anyhow!("{d}"),
+            })
     }
 }
 
@@ -529,25 +570,7 @@ impl DeadFilterArgs {
 /// # Errors
 /// Neither form.
 pub fn parse_time(text: &str, flag: &str) -> anyhow::Result<DateTime<Utc>> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    let (number, unit) = text.split_at(text.len().saturating_sub(1));
-    let seconds = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => 0,
-    };
-    match number.parse::<i64>() {
-        Ok(n) if seconds > 0 && n >= 0 => {
-            Ok(Utc::now() - chrono::Duration::seconds(n.saturating_mul(seconds)))
-        }
-        _ => bail!(
-            "{flag} {text:?}: expected an RFC 3339 time (2026-11-21T10:00:00Z) or an age like 90s, 15m, 2h, 7d"
-        ),
-    }
+    access::select::parse_time(text, Utc::now()).map_err(|e| anyhow::anyhow!("{flag} {e}"))
 }
 
 fn parse_id(text: &str) -> anyhow::Result<Uuid> {
@@ -555,16 +578,20 @@ fn parse_id(text: &str) -> anyhow::Result<Uuid> {
         .with_context(|| format!("{text:?} is not a job or dead-letter id (a UUID)"))
 }
 
-fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+/// Prints `value` as pretty JSON on stdout.
+///
+/// # Errors
+/// When stdout fails.
+pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, value)?;
     writeln!(out)?;
     Ok(())
 }
 
-fn default_actor() -> String {
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    format!("{user} (cli)")
+/// Who the CLI acts as without `--by`: `$USER`.
+pub fn default_actor() -> String {
+    std::env::var("USER").unwrap_or_else(|_| "unknown".into())
 }
 
 fn confirm(question: &str) -> anyhow::Result<bool> {

@@ -1,129 +1,159 @@
-//! Who may enqueue, and how fast. API keys are sent as `Authorization: Bearer <key>`;
-//! only their SHA-256 hashes are configured (`producer.api_keys`), and the comparison
-//! is constant-time. Rate limits are token buckets per key (per client address when no
-//! keys are configured).
+//! Who is calling, and how fast. API keys are sent as `Authorization: Bearer <key>`
+//! and checked by the [`access::KeyRing`] (configured hashes and stored keys, compared
+//! in constant time, no database query per request); the request then carries its
+//! [`access::Principal`], which handlers take with the [`Auth`] extractor and check
+//! scopes and kinds against. Failed authentications are limited per client address;
+//! requests are limited per key (per client address without keys) by token buckets.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, Request, State};
+use access::{AuthError, KeyHash, Principal, Scope};
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::header;
+use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use ring::digest;
-use ring::rand::{SecureRandom, SystemRandom};
-use subtle::ConstantTimeEq;
+use uuid::Uuid;
 
 use crate::AppState;
 use crate::problem::ApiError;
 use crate::settings::RateLimit;
 
-/// Prefix of generated keys, so a leaked one is recognisable in a secret scanner.
-pub const KEY_PREFIX: &str = "cvk_";
-/// Prefix of a configured key hash.
-pub const HASH_PREFIX: &str = "sha256:";
+pub use access::key::{HASH_PREFIX, KEY_PREFIX};
 
 /// A new random API key and the hash to configure for it.
 ///
 /// # Errors
 /// When the system's random source fails.
 pub fn new_key() -> Result<(String, String), ring::error::Unspecified> {
-    let mut bytes = [0u8; 32];
-    SystemRandom::new().fill(&mut bytes)?;
-    let key = format!("{KEY_PREFIX}{}", hex(&bytes));
-    let hash = hash_key(&key);
-    Ok((key, hash))
+    let key = access::ApiKey::generate()?;
+    let hash = key.hash().to_configured();
+    Ok((key.expose().to_owned(), hash))
 }
 
 /// The configured form of `key`: `sha256:<hex>`.
 pub fn hash_key(key: &str) -> String {
-    format!(
-        "{HASH_PREFIX}{}",
-        hex(digest::digest(&digest::SHA256, key.as_bytes()).as_ref())
-    )
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    KeyHash::of(key).to_configured()
 }
 
 /// True when `hash` has the configured form.
 pub fn valid_hash(hash: &str) -> bool {
-    hash.strip_prefix(HASH_PREFIX)
-        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    KeyHash::parse(hash).is_some()
 }
 
-/// The configured key hashes, checked in constant time.
-#[derive(Debug, Clone, Default)]
-pub struct Keys {
-    hashes: Vec<[u8; 32]>,
-}
-
-impl Keys {
-    /// Parses `sha256:<hex>` entries.
-    ///
-    /// # Errors
-    /// The index of the first malformed entry.
-    pub fn parse(entries: &[String]) -> Result<Self, usize> {
-        let mut hashes = Vec::with_capacity(entries.len());
-        for (i, entry) in entries.iter().enumerate() {
-            if !valid_hash(entry) {
-                return Err(i);
-            }
-            let hex = &entry[HASH_PREFIX.len()..];
-            let mut hash = [0u8; 32];
-            for (j, byte) in hash.iter_mut().enumerate() {
-                *byte = u8::from_str_radix(&hex[2 * j..2 * j + 2], 16).map_err(|_| i)?;
-            }
-            hashes.push(hash);
-        }
-        Ok(Self { hashes })
-    }
-
-    /// True when no keys are configured (protected mode: loopback only).
-    pub fn is_empty(&self) -> bool {
-        self.hashes.is_empty()
-    }
-
-    /// The matching key's index, comparing every configured hash in constant time.
-    pub fn check(&self, presented: &str) -> Option<usize> {
-        let digest = digest::digest(&digest::SHA256, presented.as_bytes());
-        let mut found = None;
-        for (i, hash) in self.hashes.iter().enumerate() {
-            if bool::from(hash.as_slice().ct_eq(digest.as_ref())) {
-                found = Some(i);
-            }
-        }
-        found
-    }
+/// Parses the configured `sha256:<hex>` entries.
+///
+/// # Errors
+/// The index of the first malformed entry.
+pub fn parse_configured(entries: &[String]) -> Result<Vec<KeyHash>, usize> {
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| KeyHash::parse(e).ok_or(i))
+        .collect()
 }
 
 /// The caller a request is limited as.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Caller {
-    /// The index of the API key used.
-    Key(usize),
-    /// A client address (no keys configured).
+    /// A stored API key, by id.
+    Key(Uuid),
+    /// A configured key of `producer.api_keys`, by its actor name (`producer.api_keys[0]`).
+    Configured(String),
+    /// A client address (no keys anywhere).
     Address(IpAddr),
 }
 
-/// Requires a valid API key when keys are configured.
-pub async fn require_key(
+/// The principal the request runs as, for handlers: `auth.require(Scope::JobsRead)?`.
+#[derive(Debug, Clone)]
+pub struct Auth(pub Arc<Principal>);
+
+impl Auth {
+    /// Requires `scope`: a 403 naming it otherwise.
+    ///
+    /// # Errors
+    /// [`ApiError::Forbidden`].
+    pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
+        self.0.require(scope).map_err(ApiError::from)
+    }
+
+    /// Requires that a job of `kind` on `queue` is within the key's reach.
+    ///
+    /// # Errors
+    /// [`ApiError::Forbidden`] naming the kind or queue.
+    pub fn reach(&self, verb: &str, kind: &str, queue: &str) -> Result<(), ApiError> {
+        self.0
+            .reach(verb, Some(kind), Some(queue))
+            .map_err(ApiError::from)
+    }
+}
+
+impl std::ops::Deref for Auth {
+    type Target = Principal;
+
+    fn deref(&self) -> &Principal {
+        &self.0
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<Arc<Principal>>()
+            .cloned()
+            .map(Auth)
+            .ok_or_else(|| {
+                ApiError::Internal("a protected route ran without authentication".into())
+            })
+    }
+}
+
+/// The request's id (`x-request-id`), recorded in audit rows.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestId {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(RequestId(
+            parts
+                .headers
+                .get(crate::REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        ))
+    }
+}
+
+fn client_address(request: &Request) -> IpAddr {
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip())
+}
+
+/// Authenticates a request: with keys anywhere (configured or stored), a valid,
+/// unexpired, unrevoked key is required (401 otherwise); a client address with too many
+/// failed attempts gets 429 with `Retry-After` before its key is even looked at.
+/// Without any key, every (loopback) client runs as [`Principal::local`].
+pub async fn authenticate(
     State(state): State<AppState>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    if state.keys.is_empty() {
-        let caller = request
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or(Caller::Address(IpAddr::from([127, 0, 0, 1])), |c| {
-                Caller::Address(c.0.ip())
-            });
-        request.extensions_mut().insert(caller);
-        return next.run(request).await;
+    let client = client_address(&request);
+    let failures = Caller::Address(client);
+    if state.keys.protected()
+        && let Err(wait) = state.auth_failures.check(&failures, 1.0)
+    {
+        return ApiError::RateLimited(wait).into_response();
     }
     let presented = request
         .headers()
@@ -134,16 +164,28 @@ pub async fn require_key(
                 .or_else(|| v.strip_prefix("bearer "))
         })
         .map(str::trim);
-    match presented.and_then(|key| state.keys.check(key)) {
-        Some(index) => {
-            request.extensions_mut().insert(Caller::Key(index));
+    match state
+        .keys
+        .authenticate(presented, client, chrono::Utc::now())
+    {
+        Ok(principal) => {
+            let caller = match (&principal.actor.kind, principal.actor.id) {
+                (store::ActorKind::Key, Some(id)) => Caller::Key(id),
+                (store::ActorKind::Config, _) => Caller::Configured(principal.actor.name.clone()),
+                _ => Caller::Address(client),
+            };
+            request.extensions_mut().insert(caller);
+            request.extensions_mut().insert(principal);
             next.run(request).await
         }
-        None => {
-            let mut response = ApiError::Unauthorized(if presented.is_some() {
-                "the API key is not valid"
-            } else {
-                "an API key is required: send Authorization: Bearer <key>"
+        Err(error) => {
+            // Spend a token of the address's failure budget; the key is never logged.
+            let _ = state.auth_failures.take(&failures, 1.0);
+            tracing::warn!(client = %client, reason = %error, path = %request.uri().path(), "authentication failed");
+            let mut response = ApiError::Unauthorized(match error {
+                AuthError::Missing => "an API key is required: send Authorization: Bearer <key>",
+                AuthError::Invalid => "the API key is not valid",
+                AuthError::Expired => "the API key has expired",
             })
             .into_response();
             response.headers_mut().insert(
@@ -173,6 +215,15 @@ impl Limiter {
 
     /// Takes `cost` tokens for `caller`, or says how long until they would be there.
     pub fn take(&self, caller: &Caller, cost: f64) -> Result<(), Duration> {
+        self.settle(caller, cost, true)
+    }
+
+    /// Says whether `cost` tokens are there for `caller` without taking them.
+    pub fn check(&self, caller: &Caller, cost: f64) -> Result<(), Duration> {
+        self.settle(caller, cost, false)
+    }
+
+    fn settle(&self, caller: &Caller, cost: f64, take: bool) -> Result<(), Duration> {
         let per_second = f64::from(self.rate.per_second.max(1));
         let burst = f64::from(self.rate.burst.max(1)).max(cost);
         let now = Instant::now();
@@ -191,7 +242,9 @@ impl Limiter {
         *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * per_second).min(burst);
         *at = now;
         if *tokens >= cost {
-            *tokens -= cost;
+            if take {
+                *tokens -= cost;
+            }
             Ok(())
         } else {
             Err(Duration::from_secs_f64((cost - *tokens) / per_second))
@@ -220,19 +273,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_new_key_matches_its_hash_and_nothing_else() {
+    fn a_new_key_matches_its_configured_hash_and_nothing_else() {
         let (key, hash) = new_key().unwrap();
         assert!(key.starts_with(KEY_PREFIX));
-        let keys = Keys::parse(&[hash]).unwrap();
-        assert_eq!(keys.check(&key), Some(0));
-        assert_eq!(keys.check("cvk_wrong"), None);
-        assert_eq!(keys.check(""), None);
+        let hashes = parse_configured(&[hash]).unwrap();
+        assert!(hashes[0].ct_eq(&KeyHash::of(&key)));
+        assert!(!hashes[0].ct_eq(&KeyHash::of("cvk_wrong")));
     }
 
     #[test]
     fn malformed_hashes_are_refused_by_index() {
         let good = hash_key("x");
-        assert_eq!(Keys::parse(&[good, "plaintext-key".into()]).unwrap_err(), 1);
+        assert_eq!(
+            parse_configured(&[good, "plaintext-key".into()]).unwrap_err(),
+            1
+        );
+    }
+
+    #[test]
+    fn checking_a_bucket_takes_nothing() {
+        let limiter = Limiter::new(RateLimit {
+            per_second: 1,
+            burst: 1,
+        });
+        let caller = Caller::Configured("producer.api_keys[0]".into());
+        assert!(limiter.check(&caller, 1.0).is_ok());
+        assert!(limiter.check(&caller, 1.0).is_ok());
+        assert!(limiter.take(&caller, 1.0).is_ok());
+        assert!(limiter.check(&caller, 1.0).is_err());
     }
 
     #[test]
@@ -241,7 +309,7 @@ mod tests {
             per_second: 10,
             burst: 3,
         });
-        let caller = Caller::Key(0);
+        let caller = Caller::Configured("producer.api_keys[0]".into());
         for _ in 0..3 {
             assert!(limiter.take(&caller, 1.0).is_ok());
         }
@@ -251,7 +319,9 @@ mod tests {
             "{wait:?}"
         );
         assert!(
-            limiter.take(&Caller::Key(1), 1.0).is_ok(),
+            limiter
+                .take(&Caller::Configured("producer.api_keys[1]".into()), 1.0)
+                .is_ok(),
             "callers are limited separately"
         );
     }

@@ -198,6 +198,14 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let marks = state.published.clone();
+    // The key ring reloads stored keys and notes their use until the intake stops.
+    let ring = Arc::clone(&state.keys);
+    let stop_ring = shutdown.child_token();
+    let keeper = tokio::spawn(ring.run(
+        Duration::from_millis(state.settings.key_refresh_ms),
+        Duration::from_secs(10),
+        stop_ring.clone(),
+    ));
     let router = crate::app(state);
     let limits = Arc::new(limits);
     let registry = Arc::new(Registry::new(&limits));
@@ -236,6 +244,11 @@ pub async fn serve(
     // Note the publishes confirmed so far now, so a restart does not make the
     // dispatcher publish them all again.
     marks.flush().await;
+    // The key ring notes last use once more and stops.
+    stop_ring.cancel();
+    if let Err(e) = keeper.await {
+        tracing::warn!(error = %e, "the key ring task failed");
+    }
     Ok(())
 }
 

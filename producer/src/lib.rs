@@ -7,16 +7,21 @@
 //! # Layout
 //! - [`settings`] — [`ProducerSettings`].
 //! - [`problem`] — [`ApiError`] and its problem+json rendering.
-//! - [`auth`] — API keys (hashed, constant-time) and per-key rate limits.
-//! - [`routes`] — the handlers and the request/response types.
+//! - [`auth`] — authentication (the request's [`access::Principal`]), failed-attempt
+//!   and per-key rate limits.
+//! - [`guard`] — scopes, kinds and queues applied to jobs; redaction of arguments.
+//! - [`routes`] — the job handlers and the request/response types.
+//! - [`operator`] — the operator API: dead letters, retry, stats, keys, audit.
 //! - [`schedules`] — the schedules API.
 //! - [`app`](fn@app) — the router with its middleware.
 //! - [`conn`] — [`serve`]: the accept loop, with per-connection time bounds and caps
-//!   on open connections ([`ConnectionLimits`]).
+//!   on open connections ([`ConnectionLimits`]); it also keeps the key ring current.
 
 pub mod auth;
 pub mod conn;
+pub mod guard;
 pub mod marks;
+pub mod operator;
 pub mod problem;
 pub mod routes;
 pub mod schedules;
@@ -67,8 +72,11 @@ pub struct AppState {
     pub catalog: Arc<Catalog>,
     /// Limits and defaults.
     pub settings: Arc<ProducerSettings>,
-    /// Accepted API keys (empty: no authentication, loopback only).
-    pub keys: Arc<auth::Keys>,
+    /// Accepted API keys: configured hashes and the stored keys (none anywhere: no
+    /// authentication, loopback only).
+    pub keys: Arc<access::KeyRing>,
+    /// Failed authentications per client address.
+    pub auth_failures: Arc<auth::Limiter>,
     /// Per-caller rate limit, when configured.
     pub limiter: Option<Arc<auth::Limiter>>,
     /// Groups the inserts of concurrent single-job requests into one statement.
@@ -88,9 +96,10 @@ impl AppState {
         catalog: Arc<Catalog>,
         settings: ProducerSettings,
     ) -> Result<Self, String> {
-        let keys = auth::Keys::parse(&settings.api_keys).map_err(|i| {
+        let configured = auth::parse_configured(&settings.api_keys).map_err(|i| {
             format!("configuration key `producer.api_keys[{i}]`: expected sha256:<64 hex digits> (make one with `conveyor keys new`)")
         })?;
+        let ring_store = store.clone();
         let insert_store = store.clone();
         let inserts = Coalescer::start(move |jobs: Vec<NewJob>| {
             let store = insert_store.clone();
@@ -108,8 +117,9 @@ impl AppState {
             publisher,
             catalog,
             limiter: settings.rate_limit.map(|r| Arc::new(auth::Limiter::new(r))),
+            auth_failures: Arc::new(auth::Limiter::new(settings.auth_failures)),
+            keys: Arc::new(access::KeyRing::new(configured, Some(ring_store))),
             settings: Arc::new(settings),
-            keys: Arc::new(keys),
         })
     }
 }
@@ -147,10 +157,21 @@ impl MakeRequestId for NewRequestId {
 #[openapi(
     info(
         title = "Conveyor intake",
-        description = "Durable background jobs: POST a job, follow it to completion. Errors are application/problem+json.",
+        description = "Durable background jobs: POST a job, follow it to completion. Errors are application/problem+json.\n\n\
+            Authentication: `Authorization: Bearer <key>`. Each protected operation lists the one scope it needs in its \
+            `bearer` security requirement (e.g. `jobs:enqueue`); a key's role grants scopes, and its kinds and queues \
+            limit which jobs it may touch. No or an unknown key: 401; a key without the scope, or a kind or queue \
+            outside its reach: 403. An intake with no key configured or stored serves loopback only and needs no key: \
+            its document then lists an empty requirement beside `bearer` (authentication optional).",
     ),
     modifiers(&BearerAuth),
-    tags((name = "jobs", description = "Enqueue, inspect, list and cancel jobs"), (name = "schedules", description = "Periodic jobs: create, inspect, change, pause, resume, trigger"), (name = "health", description = "Liveness and readiness"))
+    tags(
+        (name = "jobs", description = "Enqueue, inspect, list and cancel jobs"),
+        (name = "operations", description = "Dead letters, retries, stats and the audit log"),
+        (name = "keys", description = "API keys (admins)"),
+        (name = "schedules", description = "Periodic jobs: create, inspect, change, pause, resume, trigger"),
+        (name = "health", description = "Liveness and readiness")
+    )
 )]
 struct ApiDoc;
 
@@ -178,7 +199,8 @@ fn routers() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
         .routes(routes!(routes::create_batch))
         .routes(routes!(routes::get_job))
         .routes(routes!(routes::cancel_job))
-        .merge(schedules::router());
+        .merge(schedules::router())
+        .merge(operator::routes());
     let public = OpenApiRouter::new()
         .routes(routes!(routes::healthz))
         .routes(routes!(routes::readyz))
@@ -196,10 +218,35 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc
 }
 
-/// `GET /openapi.json`: this API's OpenAPI 3.1 document, generated from the code.
+/// `GET /openapi.json`: this API's OpenAPI 3.1 document, generated from the code. On
+/// an intake without keys, every protected operation also lists the empty security
+/// requirement: there, authentication is optional.
 #[utoipa::path(get, path = "/openapi.json", tag = "health", responses((status = 200, description = "The OpenAPI document", body = Object)))]
-async fn openapi_json() -> impl IntoResponse {
-    Json(openapi())
+async fn openapi_json(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> impl IntoResponse {
+    let mut doc = serde_json::to_value(openapi()).unwrap_or_default();
+    if !state.keys.protected() {
+        optional_security(&mut doc);
+    }
+    Json(doc)
+}
+
+/// Adds the empty requirement (no authentication) beside each operation's `bearer`.
+fn optional_security(doc: &mut serde_json::Value) {
+    let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) else {
+        return;
+    };
+    for item in paths.values_mut() {
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
+        for operation in item.values_mut() {
+            if let Some(security) = operation.get_mut("security").and_then(|s| s.as_array_mut()) {
+                security.push(serde_json::json!({}));
+            }
+        }
+    }
 }
 
 /// The intake's router.
@@ -216,7 +263,7 @@ pub fn app(state: AppState) -> Router {
         ))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
-            auth::require_key,
+            auth::authenticate,
         ));
     let mut router = protected
         .merge(public)
@@ -292,7 +339,7 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     Some(
         CorsLayer::new()
             .allow_origin(allow)
-            .allow_methods([Method::GET, Method::POST])
+            .allow_methods([Method::GET, Method::POST, Method::DELETE])
             .allow_headers([
                 header::CONTENT_TYPE,
                 header::AUTHORIZATION,
@@ -302,19 +349,21 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     )
 }
 
-/// Checks protected mode: without API keys the intake serves only on loopback.
+/// Checks protected mode: without API keys (configured or stored) the intake serves
+/// only on loopback.
 ///
 /// # Errors
 /// A non-loopback address without keys.
-pub fn check_exposure(settings: &ProducerSettings, addr: SocketAddr) -> Result<(), String> {
-    if settings.api_keys.is_empty() {
+pub fn check_exposure(protected: bool, addr: SocketAddr) -> Result<(), String> {
+    if !protected {
         if !addr.ip().is_loopback() {
             return Err(format!(
-                "refusing to serve on {addr} without API keys: anyone who can reach it could enqueue jobs. \
-                 Set producer.api_keys (make a key with `conveyor keys new`) or listen on a loopback address"
+                "refusing to serve on {addr} without API keys: anyone who can reach it could enqueue jobs and act as an admin. \
+                 Create a key (`conveyor keys create --name NAME --role admin`), or set producer.api_keys \
+                 (`conveyor keys new`), or listen on a loopback address"
             ));
         }
-        tracing::warn!(%addr, "no API keys configured (producer.api_keys): protected mode, serving on loopback only");
+        tracing::warn!(%addr, "no API keys configured or stored: unprotected mode, serving on loopback only; every client acts as an admin");
     }
     Ok(())
 }

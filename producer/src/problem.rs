@@ -33,6 +33,10 @@ pub enum ApiError {
     /// No valid API key.
     #[error("{0}")]
     Unauthorized(&'static str),
+    /// A valid key that may not do this (a scope it lacks, a kind or queue outside
+    /// its reach); the message names what is missing.
+    #[error("{0}")]
+    Forbidden(String),
     /// Over the caller's rate limit; retry after the duration.
     #[error("rate limit exceeded; retry in {0:?}")]
     RateLimited(Duration),
@@ -86,6 +90,7 @@ impl ApiError {
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -106,6 +111,7 @@ impl ApiError {
             ApiError::Validation(_) => ("/problems/validation", "Invalid request"),
             ApiError::NotFound(_) => ("/problems/not-found", "Not found"),
             ApiError::Unauthorized(_) => ("/problems/unauthorized", "Unauthorized"),
+            ApiError::Forbidden(_) => ("/problems/forbidden", "Forbidden"),
             ApiError::RateLimited(_) => ("/problems/rate-limited", "Too many requests"),
             ApiError::MethodNotAllowed => ("/problems/method-not-allowed", "Method not allowed"),
             ApiError::Conflict(_) => ("/problems/conflict", "Conflict"),
@@ -167,6 +173,12 @@ impl IntoResponse for ApiError {
 impl From<ValidationErrors> for ApiError {
     fn from(errors: ValidationErrors) -> Self {
         ApiError::Validation(errors)
+    }
+}
+
+impl From<access::Denied> for ApiError {
+    fn from(denied: access::Denied) -> Self {
+        ApiError::Forbidden(denied.0)
     }
 }
 

@@ -15,7 +15,10 @@ use serde_json::Value;
 use store::Insert;
 
 use crate::AppState;
+use crate::auth::{Auth, RequestId};
+use crate::guard;
 use crate::problem::{ApiError, Problem};
+use access::Scope;
 
 /// Longest accepted delay or distance of `run_at` into the future.
 const MAX_DELAY: Duration = Duration::from_secs(366 * 24 * 3600);
@@ -117,8 +120,8 @@ pub struct JobView {
     pub kind: String,
     /// Queue.
     pub queue: String,
-    /// Arguments.
-    #[schema(value_type = Object)]
+    /// Arguments (`null` when redacted).
+    #[schema(value_type = Option<Object>)]
     pub args: Value,
     /// State: scheduled, enqueued, running, retrying, completed, dead or cancelled.
     #[schema(value_type = String)]
@@ -129,7 +132,7 @@ pub struct JobView {
     pub max_attempts: u32,
     /// Next (or last) run time.
     pub run_at: DateTime<Utc>,
-    /// Result once completed.
+    /// Result once completed (`null` when redacted).
     #[schema(value_type = Option<Object>)]
     pub result: Option<Value>,
     /// Latest error.
@@ -152,6 +155,8 @@ pub struct JobView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<crate::schedules::FiredByView>)]
     pub fired_by: Option<jobs::schedule::FiredBy>,
+    /// True when `args` and `result` were withheld: the key lacks `jobs:read_args`.
+    pub redacted: bool,
 }
 
 impl From<JobRecord> for JobView {
@@ -175,6 +180,7 @@ impl From<JobRecord> for JobView {
             started_at: r.started_at,
             finished_at: r.finished_at,
             fired_by: r.fired_by,
+            redacted: false,
         }
     }
 }
@@ -332,7 +338,7 @@ fn traceparent(headers: &HeaderMap) -> Option<String> {
 
 /// The path of the first string (value or key) in `value` holding a NUL character,
 /// which Postgres refuses in `jsonb`.
-fn nul_in(value: &Value, path: &str) -> Option<String> {
+pub(crate) fn nul_in(value: &Value, path: &str) -> Option<String> {
     match value {
         Value::String(s) => s.contains('\0').then(|| path.to_owned()),
         Value::Array(items) => items
@@ -467,6 +473,7 @@ pub fn validate(
         (status = 200, description = "The idempotency key names this existing job", body = Accepted),
         (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks the scope, or the kind or queue is outside its reach", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Idempotency key reused with a different body", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
@@ -474,14 +481,17 @@ pub fn validate(
         (status = 429, description = "Rate limited (Retry-After)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Store unavailable or overloaded (Retry-After); nothing stored", body = Problem, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["jobs:enqueue"]))
 )]
 pub async fn create_job(
     State(state): State<AppState>,
+    auth: Auth,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    auth.require(Scope::JobsEnqueue)?;
     let request: CreateJobRequest = parse_json(&headers, body, state.settings.max_body_bytes)?;
+    guard::enqueue_reach(&state, &auth, &request)?;
     let key = idempotency_key(&headers, request.idempotency_key.clone())?;
     let job = validate(&state, request, key, traceparent(&headers))?;
     let reservation = reserve(&state, 1)?;
@@ -580,22 +590,25 @@ async fn publish_all(
     responses(
         (status = 200, description = "The job", body = JobView),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks the scope, or the kind or queue is outside its reach", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["jobs:read"]))
 )]
 pub async fn get_job(
     State(state): State<AppState>,
+    auth: Auth,
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
-    let record = load(&state, parse_id(&id)?).await?;
-    Ok(Json(record.into()))
+    auth.require(Scope::JobsRead)?;
+    let record = guard::load_job(&state, &auth, parse_id(&id)?, "read").await?;
+    Ok(Json(guard::view(&auth, record)))
 }
 
 /// A job id from the path: a UUID, or a 422 naming `id`.
-fn parse_id(text: &str) -> Result<JobId, ApiError> {
+pub(crate) fn parse_id(text: &str) -> Result<JobId, ApiError> {
     text.parse()
         .map_err(|_| ApiError::Validation(ValidationErrors::one("id", "must be a UUID")))
 }
@@ -621,18 +634,23 @@ async fn load(state: &AppState, id: JobId) -> Result<JobRecord, ApiError> {
         (status = 200, description = "Cancelled: it will not run", body = JobView),
         (status = 202, description = "Running: this attempt finishes, no retry follows", body = JobView),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks the scope, or the kind or queue is outside its reach", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Already completed, dead or cancelled", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["jobs:cancel"]))
 )]
 pub async fn cancel_job(
     State(state): State<AppState>,
+    auth: Auth,
+    request_id: RequestId,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    auth.require(Scope::JobsCancel)?;
     let id = parse_id(&id)?;
-    let status = match state.store.cancel(id).await? {
+    guard::load_job(&state, &auth, id, "cancel").await?;
+    let status = match state.store.cancel(id, &auth.audit(request_id.0)).await? {
         store::CancelOutcome::Cancelled => StatusCode::OK,
         store::CancelOutcome::Requested => StatusCode::ACCEPTED,
         store::CancelOutcome::AlreadyFinal(job_state) => {
@@ -645,7 +663,7 @@ pub async fn cancel_job(
         }
     };
     let record = load(&state, id).await?;
-    Ok((status, Json(JobView::from(record))).into_response())
+    Ok((status, Json(guard::view(&auth, record))).into_response())
 }
 
 /// `POST /v1/jobs/batch`: validates every job (a 422 lists each failing
@@ -660,6 +678,7 @@ pub async fn cancel_job(
         (status = 202, description = "Every job accepted", body = BatchAccepted),
         (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks the scope, or the kind or queue is outside its reach", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "An idempotency key reused with a different body", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
@@ -667,14 +686,22 @@ pub async fn cancel_job(
         (status = 429, description = "Rate limited (Retry-After)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Store unavailable or overloaded (Retry-After); nothing stored", body = Problem, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["jobs:enqueue"]))
 )]
 pub async fn create_batch(
     State(state): State<AppState>,
+    auth: Auth,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    auth.require(Scope::JobsEnqueue)?;
     let request: BatchRequest = parse_json(&headers, body, state.settings.max_body_bytes)?;
+    for (i, job) in request.jobs.iter().enumerate() {
+        guard::enqueue_reach(&state, &auth, job).map_err(|e| match e {
+            ApiError::Forbidden(why) => ApiError::Forbidden(format!("jobs[{i}]: {why}")),
+            other => other,
+        })?;
+    }
     let max = state.settings.max_batch;
     if request.jobs.is_empty() || request.jobs.len() > max {
         return Err(ApiError::Validation(ValidationErrors::one(
@@ -729,15 +756,18 @@ pub async fn create_batch(
     responses(
         (status = 200, description = "A page of jobs", body = JobPage),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks the scope, or the kind or queue is outside its reach", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A bad filter, limit or cursor", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["jobs:read"]))
 )]
 pub async fn list_jobs(
     State(state): State<AppState>,
+    auth: Auth,
     query: Result<axum::extract::Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<JobPage>, ApiError> {
+    auth.require(Scope::JobsRead)?;
     let axum::extract::Query(query) = query.map_err(|e| {
         ApiError::Validation(ValidationErrors::one(
             "query",
@@ -766,6 +796,13 @@ pub async fn list_jobs(
         }
     };
     errors.into_result()?;
+    // An explicit filter outside the key's reach is refused, not answered empty.
+    if let Some(kind) = &query.kind {
+        auth.0.reach_kind("read", Some(kind))?;
+    }
+    if let Some(queue) = &query.queue {
+        auth.0.reach_queue("read", Some(queue))?;
+    }
     let records = state
         .store
         .list_jobs(&store::JobQuery {
@@ -774,13 +811,15 @@ pub async fn list_jobs(
             queue: query.queue,
             before,
             limit: limit + 1,
+            kind_patterns: auth.kind_patterns(),
+            queue_patterns: auth.queue_patterns(),
         })
         .await?;
     let more = records.len() > limit as usize;
     let jobs: Vec<JobView> = records
         .into_iter()
         .take(limit as usize)
-        .map(JobView::from)
+        .map(|record| guard::view(&auth, record))
         .collect();
     let next_cursor = if more {
         jobs.last().map(|j| j.id.to_string())

@@ -21,8 +21,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
+use crate::auth::Auth;
 use crate::problem::{ApiError, Problem};
 use crate::routes::{JobView, parse_json};
+use access::Scope;
 
 /// `POST /v1/schedules` body. Unknown fields are refused.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -235,18 +237,21 @@ fn missing(name: &str) -> ApiError {
         (status = 201, description = "Created", body = ScheduleView),
         (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks queues:manage", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The name is taken", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields (cron, timezone, kind, args, …), each named", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["queues:manage"]))
 )]
 pub async fn create_schedule(
     State(state): State<AppState>,
+    auth: Auth,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    auth.require(Scope::QueuesManage)?;
     let request: CreateScheduleRequest = parse_json(&headers, body, state.settings.max_body_bytes)?;
     let spec = ScheduleSpec {
         name: request.name,
@@ -285,11 +290,16 @@ pub async fn create_schedule(
     responses(
         (status = 200, description = "The schedules", body = ScheduleList),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks jobs:read", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["jobs:read"]))
 )]
-pub async fn list_schedules(State(state): State<AppState>) -> Result<Json<ScheduleList>, ApiError> {
+pub async fn list_schedules(
+    State(state): State<AppState>,
+    auth: Auth,
+) -> Result<Json<ScheduleList>, ApiError> {
+    auth.require(Scope::JobsRead)?;
     let schedules = state.store.list_schedules().await?;
     Ok(Json(ScheduleList {
         schedules: schedules.into_iter().map(ScheduleView::from).collect(),
@@ -305,15 +315,18 @@ pub async fn list_schedules(State(state): State<AppState>) -> Result<Json<Schedu
     responses(
         (status = 200, description = "The schedule", body = ScheduleView),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks jobs:read", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such schedule", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["jobs:read"]))
 )]
 pub async fn get_schedule(
     State(state): State<AppState>,
+    auth: Auth,
     Path(name): Path<String>,
 ) -> Result<Json<ScheduleView>, ApiError> {
+    auth.require(Scope::JobsRead)?;
     let record = state
         .store
         .get_schedule(&name)
@@ -333,18 +346,21 @@ pub async fn get_schedule(
     responses(
         (status = 200, description = "Updated", body = ScheduleView),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks queues:manage", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such schedule", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Declared in conveyor.toml", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields, each named", body = Problem, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["queues:manage"]))
 )]
 pub async fn update_schedule(
     State(state): State<AppState>,
+    auth: Auth,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ScheduleView>, ApiError> {
+    auth.require(Scope::QueuesManage)?;
     let patch: UpdateScheduleRequest = parse_json(&headers, body, state.settings.max_body_bytes)?;
     let existing = state
         .store
@@ -378,15 +394,18 @@ pub async fn update_schedule(
     responses(
         (status = 204, description = "Deleted"),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks queues:manage", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such schedule", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Declared in conveyor.toml: remove it there (it is then disabled)", body = Problem, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["queues:manage"]))
 )]
 pub async fn delete_schedule(
     State(state): State<AppState>,
+    auth: Auth,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    auth.require(Scope::QueuesManage)?;
     changed(state.store.delete_schedule(&name).await?, &name)?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -400,14 +419,17 @@ pub async fn delete_schedule(
     responses(
         (status = 200, description = "Paused", body = ScheduleView),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks queues:manage", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such schedule", body = Problem, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["queues:manage"]))
 )]
 pub async fn pause_schedule(
     State(state): State<AppState>,
+    auth: Auth,
     Path(name): Path<String>,
 ) -> Result<Json<ScheduleView>, ApiError> {
+    auth.require(Scope::QueuesManage)?;
     let record = changed(state.store.set_schedule_paused(&name, true).await?, &name)?;
     Ok(Json(record.into()))
 }
@@ -421,14 +443,17 @@ pub async fn pause_schedule(
     responses(
         (status = 200, description = "Resumed", body = ScheduleView),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks queues:manage", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such schedule", body = Problem, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["queues:manage"]))
 )]
 pub async fn resume_schedule(
     State(state): State<AppState>,
+    auth: Auth,
     Path(name): Path<String>,
 ) -> Result<Json<ScheduleView>, ApiError> {
+    auth.require(Scope::QueuesManage)?;
     let record = changed(state.store.set_schedule_paused(&name, false).await?, &name)?;
     Ok(Json(record.into()))
 }
@@ -443,14 +468,17 @@ pub async fn resume_schedule(
     responses(
         (status = 202, description = "Fired: the job", body = JobView),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks queues:manage", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such schedule", body = Problem, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["queues:manage"]))
 )]
 pub async fn trigger_schedule(
     State(state): State<AppState>,
+    auth: Auth,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
+    auth.require(Scope::QueuesManage)?;
     let job = state
         .store
         .trigger_schedule(&name)

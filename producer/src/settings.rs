@@ -19,10 +19,17 @@ pub struct ProducerSettings {
     pub idempotency_ttl_secs: u64,
     /// Largest `max_attempts` a request may ask for.
     pub max_attempts_limit: u32,
-    /// SHA-256 hashes (`sha256:<hex>`) of the API keys accepted as
-    /// `Authorization: Bearer <key>` (`conveyor keys new` makes one). Empty: no
-    /// authentication, and the intake refuses to listen on anything but loopback.
+    /// SHA-256 hashes (`sha256:<hex>`) of admin API keys accepted as
+    /// `Authorization: Bearer <key>` (`conveyor keys new` makes one), besides the keys
+    /// in the database (`conveyor keys create`). With neither: no authentication, and
+    /// the intake refuses to listen on anything but loopback.
     pub api_keys: Vec<String>,
+    /// How often the intake reloads the stored keys (so a revoked key stops working
+    /// within this), 50 to 1000 ms.
+    pub key_refresh_ms: u64,
+    /// Failed authentications allowed per client address (429 with `Retry-After`
+    /// beyond, whatever key it then sends).
+    pub auth_failures: RateLimit,
     /// Requests per key (per client address without keys); unset means unlimited.
     pub rate_limit: Option<RateLimit>,
     /// Origins allowed by CORS (`https://app.example.com`, or `*`); empty: CORS off.
@@ -82,6 +89,11 @@ impl Default for ProducerSettings {
             idempotency_ttl_secs: 24 * 3600,
             max_attempts_limit: 100,
             api_keys: Vec::new(),
+            key_refresh_ms: 500,
+            auth_failures: RateLimit {
+                per_second: 1,
+                burst: 20,
+            },
             rate_limit: None,
             cors_origins: Vec::new(),
             max_batch: 1000,

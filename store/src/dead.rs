@@ -11,6 +11,7 @@ use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use crate::Store;
+use crate::audit::{self, AuditAction, AuditContext};
 use crate::error::Error;
 use crate::sql::notify_due;
 
@@ -29,6 +30,34 @@ pub struct DeadFilter {
     pub until: Option<DateTime<Utc>>,
     /// At most this many (newest first).
     pub limit: Option<u32>,
+    /// Only kinds matching one of these SQL `LIKE` patterns (a key's kind globs);
+    /// empty: every kind. A dead letter without a kind matches only when empty.
+    pub kind_patterns: Vec<String>,
+    /// Only queues matching one of these SQL `LIKE` patterns (a key's queue globs);
+    /// empty: every queue.
+    pub queue_patterns: Vec<String>,
+    /// Keyset cursor: only dead letters older than this (`died_at`, `id`) pair, the
+    /// last one of the previous page.
+    pub before: Option<(DateTime<Utc>, Uuid)>,
+}
+
+impl DeadFilter {
+    /// The filter as recorded in the audit log (what an operator asked for).
+    pub fn describe(&self) -> Value {
+        let mut out = serde_json::Map::new();
+        let mut put = |k: &str, v: Option<Value>| {
+            if let Some(v) = v {
+                out.insert(k.to_owned(), v);
+            }
+        };
+        put("queue", self.queue.clone().map(Value::from));
+        put("kind", self.kind.clone().map(Value::from));
+        put("error", self.error.clone().map(Value::from));
+        put("since", self.since.map(|t| Value::from(t.to_rfc3339())));
+        put("until", self.until.map(|t| Value::from(t.to_rfc3339())));
+        put("limit", self.limit.map(Value::from));
+        Value::Object(out)
+    }
 }
 
 /// One open dead letter.
@@ -153,7 +182,10 @@ const FILTER: &str = "d.resolved_at IS NULL \
     AND ($2::text IS NULL OR d.kind = $2) \
     AND ($3::text IS NULL OR d.error ILIKE '%' || $3 || '%') \
     AND ($4::timestamptz IS NULL OR d.created_at >= $4) \
-    AND ($5::timestamptz IS NULL OR d.created_at < $5)";
+    AND ($5::timestamptz IS NULL OR d.created_at < $5) \
+    AND (cardinality($7::text[]) = 0 OR d.kind LIKE ANY($7)) \
+    AND (cardinality($8::text[]) = 0 OR d.queue LIKE ANY($8)) \
+    AND ($9::timestamptz IS NULL OR (d.created_at, d.id) < ($9, $10::uuid))";
 
 /// The error with ids, long numbers, addresses and Conveyor's attempt suffix masked.
 const FINGERPRINT: &str = "regexp_replace(regexp_replace(regexp_replace(regexp_replace( \
@@ -224,6 +256,10 @@ impl Store {
         .bind(filter.since)
         .bind(filter.until)
         .bind(filter.limit.map_or(i64::MAX, i64::from))
+        .bind(&filter.kind_patterns)
+        .bind(&filter.queue_patterns)
+        .bind(filter.before.map(|b| b.0))
+        .bind(filter.before.map(|b| b.1))
         .fetch_all(self.pool())
         .await?;
         Ok(rows.into_iter().map(DeadLetter::from).collect())
@@ -247,6 +283,10 @@ impl Store {
         .bind(filter.since)
         .bind(filter.until)
         .bind(filter.limit.map_or(i64::MAX, i64::from))
+        .bind(&filter.kind_patterns)
+        .bind(&filter.queue_patterns)
+        .bind(filter.before.map(|b| b.0))
+        .bind(filter.before.map(|b| b.1))
         .fetch_all(self.pool())
         .await?;
         Ok(groups)
@@ -305,107 +345,120 @@ impl Store {
         Ok(attempts)
     }
 
-    /// Replays one open dead letter (by its id or its job's id): the job keeps its id
-    /// and history, gets a fresh attempt budget, optionally corrected `args` (already
-    /// validated by the caller), and is due now. The dead letter is marked replayed.
-    /// A dead letter being replayed concurrently, already replayed, or whose job is no
-    /// longer dead is skipped.
+    /// Replays open dead letters (by dead-letter or job id) in one transaction: each
+    /// job keeps its id and history, gets a fresh attempt budget, optionally corrected
+    /// `args` (already validated by the caller), and is due now; its dead letter is
+    /// marked replayed. A dead letter being replayed concurrently (locked), already
+    /// replayed, or whose job is no longer dead is skipped, so two identical replays
+    /// at once never run a job twice. One `dead.replay` audit row naming the replayed
+    /// jobs commits with them (none when nothing was replayed).
+    ///
+    /// # Errors
+    /// When the database fails (nothing changed, no audit row).
+    pub async fn replay_many(
+        &self,
+        ids: &[Uuid],
+        args: Option<&Value>,
+        context: &AuditContext,
+    ) -> Result<Vec<(Uuid, ReplayOutcome)>, Error> {
+        let mut tx = self.pool().begin().await?;
+        let mut outcomes = Vec::with_capacity(ids.len());
+        let mut replayed = Vec::new();
+        for id in ids {
+            let outcome = replay_on(&mut tx, *id, &context.actor.name, args).await?;
+            if let ReplayOutcome::Replayed { job_id } = &outcome {
+                replayed.push(job_id.as_uuid());
+            }
+            outcomes.push((*id, outcome));
+        }
+        if !replayed.is_empty() {
+            let detail = args.map(|_| serde_json::json!({ "corrected_args": true }));
+            audit::record(
+                &mut tx,
+                context,
+                AuditAction::DeadReplay,
+                &replayed,
+                replayed.len() as u64,
+                detail,
+            )
+            .await?;
+            notify_due(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    /// Replays one open dead letter (by its id or its job's id); see
+    /// [`Store::replay_many`].
     ///
     /// # Errors
     /// When the database fails (nothing changed).
     pub async fn replay(
         &self,
         id: Uuid,
-        by: &str,
         args: Option<&Value>,
+        context: &AuditContext,
     ) -> Result<ReplayOutcome, Error> {
-        let mut tx = self.pool().begin().await?;
-        let row = sqlx::query(
-            "SELECT id, job_id, reason FROM dead_letters \
-             WHERE (id = $1 OR job_id = $1) AND resolved_at IS NULL \
-             ORDER BY created_at DESC LIMIT 1 FOR UPDATE SKIP LOCKED",
-        )
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
-            return Ok(ReplayOutcome::Skipped {
-                reason: "no open dead letter (already replayed or purged, being replayed, or unknown id)".into(),
-            });
-        };
-        let letter: Uuid = row.try_get("id")?;
-        let Some(job) = row.try_get::<Option<Uuid>, _>("job_id")? else {
-            let reason: String = row.try_get("reason")?;
-            return Ok(ReplayOutcome::Skipped {
-                reason: format!(
-                    "a raw message ({reason}) that never was a job cannot be replayed; enqueue a corrected job and purge it"
-                ),
-            });
-        };
-        let replayed = sqlx::query(
-            "UPDATE jobs SET state = 'scheduled', run_at = now(), \
-                 max_attempts = attempt + attempt_budget, args = COALESCE($3, args), \
-                 replay_count = replay_count + 1, replayed_at = now(), replayed_by = $2, \
-                 result = NULL, finished_at = NULL, cancel_requested = false, \
-                 published_at = NULL, worker_id = NULL, updated_at = now() \
-             WHERE id = $1 AND state = 'dead' RETURNING id",
-        )
-        .bind(job)
-        .bind(by)
-        .bind(args.map(Json))
-        .fetch_optional(&mut *tx)
-        .await?;
-        if replayed.is_none() {
-            let state: Option<String> = sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1")
-                .bind(job)
-                .fetch_optional(&mut *tx)
-                .await?;
-            return Ok(ReplayOutcome::Skipped {
-                reason: format!(
-                    "job {job} is {}, not dead",
-                    state.as_deref().unwrap_or("gone")
-                ),
-            });
-        }
-        resolve(&mut tx, letter, "replayed").await?;
-        notify_due(&mut tx).await?;
-        tx.commit().await?;
-        Ok(ReplayOutcome::Replayed { job_id: JobId(job) })
+        let mut outcomes = self.replay_many(&[id], args, context).await?;
+        Ok(outcomes.pop().map_or_else(
+            || ReplayOutcome::Skipped {
+                reason: "nothing to replay".into(),
+            },
+            |o| o.1,
+        ))
     }
 
     /// Deletes open dead letters (by dead-letter or job id) and their dead jobs with
-    /// their history. Returns how many dead letters were removed.
+    /// their history, with one `dead.purge` audit row in the same transaction (none
+    /// when nothing matched). Returns how many dead letters were removed.
     ///
     /// # Errors
-    /// When the database fails (nothing changed).
-    pub async fn purge(&self, ids: &[Uuid]) -> Result<u64, Error> {
+    /// When the database fails (nothing changed, no audit row).
+    pub async fn purge(&self, ids: &[Uuid], context: &AuditContext) -> Result<u64, Error> {
         let mut tx = self.pool().begin().await?;
         let rows = sqlx::query(
             "DELETE FROM dead_letters WHERE (id = ANY($1) OR job_id = ANY($1)) AND resolved_at IS NULL \
-             RETURNING job_id",
+             RETURNING id, job_id",
         )
         .bind(ids)
         .fetch_all(&mut *tx)
         .await?;
-        let jobs: Vec<Uuid> = rows
-            .iter()
-            .filter_map(|r| r.try_get::<Option<Uuid>, _>("job_id").ok().flatten())
-            .collect();
+        let mut jobs = Vec::with_capacity(rows.len());
+        let mut targets = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let job: Option<Uuid> = row.try_get("job_id")?;
+            let letter: Uuid = row.try_get("id")?;
+            targets.push(job.unwrap_or(letter));
+            jobs.extend(job);
+        }
         sqlx::query("DELETE FROM jobs WHERE id = ANY($1) AND state = 'dead'")
             .bind(&jobs)
             .execute(&mut *tx)
             .await?;
+        if !rows.is_empty() {
+            audit::record(
+                &mut tx,
+                context,
+                AuditAction::DeadPurge,
+                &targets,
+                rows.len() as u64,
+                None,
+            )
+            .await?;
+        }
         tx.commit().await?;
         Ok(rows.len() as u64)
     }
 
     /// Cancels a job: a scheduled, enqueued or retrying job never runs; a running one
-    /// finishes its attempt but is not retried.
+    /// finishes its attempt but is not retried. The `job.cancel` audit row commits
+    /// with the change; a job with nothing to cancel records nothing.
     ///
     /// # Errors
-    /// When the database fails.
-    pub async fn cancel(&self, id: JobId) -> Result<CancelOutcome, Error> {
-        let row: Option<String> = sqlx::query_scalar(
+    /// When the database fails (nothing changed).
+    pub async fn cancel(&self, id: JobId, context: &AuditContext) -> Result<CancelOutcome, Error> {
+        let mut tx = self.pool().begin().await?;
+        let row = sqlx::query(
             "UPDATE jobs SET \
                  state = CASE WHEN state = 'running' THEN 'running' ELSE 'cancelled' END, \
                  cancel_requested = true, updated_at = now(), \
@@ -414,15 +467,31 @@ impl Store {
              RETURNING state",
         )
         .bind(id.as_uuid())
-        .fetch_optional(self.pool())
+        .fetch_optional(&mut *tx)
         .await?;
-        if let Some(state) = row {
-            return Ok(if state.parse::<JobState>()? == JobState::Running {
+        if let Some(row) = row {
+            let state: String = row.try_get("state")?;
+            let outcome = if state == "running" {
                 CancelOutcome::Requested
             } else {
                 CancelOutcome::Cancelled
+            };
+            let detail = serde_json::json!({
+                "result": if outcome == CancelOutcome::Requested { "requested" } else { "cancelled" }
             });
+            audit::record(
+                &mut tx,
+                context,
+                AuditAction::JobCancel,
+                &[id.as_uuid()],
+                1,
+                Some(detail),
+            )
+            .await?;
+            tx.commit().await?;
+            return Ok(outcome);
         }
+        drop(tx);
         Ok(match self.get_job(id).await? {
             Some(job) => CancelOutcome::AlreadyFinal(job.state),
             None => CancelOutcome::NotFound,
@@ -430,27 +499,35 @@ impl Store {
     }
 
     /// Runs a job again now: a retrying or scheduled job becomes due at once; a dead
-    /// job is replayed; a cancelled one gets a fresh attempt budget.
+    /// job is replayed; a cancelled one gets a fresh attempt budget. The `job.retry`
+    /// audit row commits with the change; a job that cannot be retried records
+    /// nothing.
     ///
     /// # Errors
-    /// When the database fails.
-    pub async fn retry_now(&self, id: JobId, by: &str) -> Result<RetryOutcome, Error> {
+    /// When the database fails (nothing changed).
+    pub async fn retry_now(
+        &self,
+        id: JobId,
+        context: &AuditContext,
+    ) -> Result<RetryOutcome, Error> {
         let Some(job) = self.get_job(id).await? else {
             return Ok(RetryOutcome::NotFound);
         };
         match job.state {
-            JobState::Dead => {
-                match self.replay(id.as_uuid(), by, None).await? {
-                    ReplayOutcome::Replayed { .. } => return Ok(RetryOutcome::Scheduled),
-                    // Dead without an open dead letter (purged letters delete their job,
-                    // so this is a job killed by hand): revive it directly.
-                    ReplayOutcome::Skipped { .. } => {}
-                }
-            }
-            JobState::Retrying | JobState::Scheduled | JobState::Cancelled => {}
+            JobState::Retrying | JobState::Scheduled | JobState::Cancelled | JobState::Dead => {}
             other => return Ok(RetryOutcome::NotRetryable(other)),
         }
+        let by = &context.actor.name;
         let mut tx = self.pool().begin().await?;
+        if job.state == JobState::Dead {
+            if let ReplayOutcome::Replayed { .. } =
+                replay_on(&mut tx, id.as_uuid(), by, None).await?
+            {
+                return finish_retry(tx, id, context).await;
+            }
+            // Dead without an open dead letter (purged letters delete their job, so
+            // this is a job killed by hand): revive it directly below.
+        }
         let updated = sqlx::query(
             "UPDATE jobs SET state = 'scheduled', run_at = now(), cancel_requested = false, \
                  max_attempts = CASE WHEN state IN ('cancelled', 'dead') THEN attempt + attempt_budget \
@@ -466,16 +543,95 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         if updated.is_none() {
+            drop(tx);
             let state = self
                 .get_job(id)
                 .await?
                 .map_or(JobState::Completed, |j| j.state);
             return Ok(RetryOutcome::NotRetryable(state));
         }
-        notify_due(&mut tx).await?;
-        tx.commit().await?;
-        Ok(RetryOutcome::Scheduled)
+        finish_retry(tx, id, context).await
     }
+}
+
+async fn finish_retry(
+    mut tx: Transaction<'static, Postgres>,
+    id: JobId,
+    context: &AuditContext,
+) -> Result<RetryOutcome, Error> {
+    audit::record(
+        &mut tx,
+        context,
+        AuditAction::JobRetry,
+        &[id.as_uuid()],
+        1,
+        None,
+    )
+    .await?;
+    notify_due(&mut tx).await?;
+    tx.commit().await?;
+    Ok(RetryOutcome::Scheduled)
+}
+
+/// Replays one open dead letter on `tx` (see [`Store::replay_many`]); the caller
+/// writes the audit row and notifies dispatchers.
+async fn replay_on(
+    tx: &mut Transaction<'static, Postgres>,
+    id: Uuid,
+    by: &str,
+    args: Option<&Value>,
+) -> Result<ReplayOutcome, Error> {
+    let row = sqlx::query(
+        "SELECT id, job_id, reason FROM dead_letters \
+         WHERE (id = $1 OR job_id = $1) AND resolved_at IS NULL \
+         ORDER BY created_at DESC LIMIT 1 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(row) = row else {
+        return Ok(ReplayOutcome::Skipped {
+            reason:
+                "no open dead letter (already replayed or purged, being replayed, or unknown id)"
+                    .into(),
+        });
+    };
+    let letter: Uuid = row.try_get("id")?;
+    let Some(job) = row.try_get::<Option<Uuid>, _>("job_id")? else {
+        let reason: String = row.try_get("reason")?;
+        return Ok(ReplayOutcome::Skipped {
+            reason: format!(
+                "a raw message ({reason}) that never was a job cannot be replayed; enqueue a corrected job and purge it"
+            ),
+        });
+    };
+    let replayed = sqlx::query(
+        "UPDATE jobs SET state = 'scheduled', run_at = now(), \
+             max_attempts = attempt + attempt_budget, args = COALESCE($3, args), \
+             replay_count = replay_count + 1, replayed_at = now(), replayed_by = $2, \
+             result = NULL, finished_at = NULL, cancel_requested = false, \
+             published_at = NULL, worker_id = NULL, updated_at = now() \
+         WHERE id = $1 AND state = 'dead' RETURNING id",
+    )
+    .bind(job)
+    .bind(by)
+    .bind(args.map(Json))
+    .fetch_optional(&mut **tx)
+    .await?;
+    if replayed.is_none() {
+        let state: Option<String> = sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1")
+            .bind(job)
+            .fetch_optional(&mut **tx)
+            .await?;
+        return Ok(ReplayOutcome::Skipped {
+            reason: format!(
+                "job {job} is {}, not dead",
+                state.as_deref().unwrap_or("gone")
+            ),
+        });
+    }
+    resolve(tx, letter, "replayed").await?;
+    Ok(ReplayOutcome::Replayed { job_id: JobId(job) })
 }
 
 async fn resolve(

@@ -19,6 +19,9 @@
 //! - [`stats`] — per-queue numbers for `conveyor stats` and `/metrics`.
 //! - [`settings`] — [`DatabaseSettings`] and connecting.
 //! - [`coalesce`] — [`Coalescer`], one statement for concurrent requests.
+//! - [`keys`] — API keys (hashes, roles, globs, expiry, revocation).
+//! - [`audit`] — the append-only audit log, written by each operator action (`dead`)
+//!   and key change (`keys`) inside its own transaction.
 //! - [`orders`] — `order.process`'s port ([`jobs::kinds::order::OrderLedger`]), the
 //!   product catalog and its CSV format.
 //! - [`schedules`] — schedule rows and taking a slot (the cursor's compare-and-set).
@@ -26,6 +29,7 @@
 //! - [`error`] — [`Error`], with constraint violations mapped to meaning.
 
 pub mod archive;
+pub mod audit;
 pub mod claim;
 pub mod coalesce;
 pub mod dead;
@@ -33,6 +37,7 @@ pub mod dispatch;
 pub mod emails;
 pub mod error;
 pub mod intake;
+pub mod keys;
 pub mod orders;
 pub mod query;
 pub mod schedules;
@@ -45,6 +50,7 @@ pub mod workers;
 use sqlx::PgPool;
 
 pub use archive::DeadMessage;
+pub use audit::{Actor, ActorKind, AuditAction, AuditContext, AuditQuery, AuditRecord};
 pub use claim::{Claim, ClaimedJob};
 pub use coalesce::Coalescer;
 pub use dead::{
@@ -54,6 +60,7 @@ pub use dead::{
 pub use dispatch::DueJob;
 pub use error::Error;
 pub use intake::Insert;
+pub use keys::{ApiKeyRecord, NewApiKey, RevokeOutcome, StoredKey};
 pub use orders::{CatalogError, parse_catalog};
 pub use query::JobQuery;
 pub use schedules::{ConfigSync, Firing, ScheduleChange, ScheduleRecord, ScheduleSource};

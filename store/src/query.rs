@@ -20,6 +20,11 @@ pub struct JobQuery {
     pub before: Option<JobId>,
     /// Page size.
     pub limit: u32,
+    /// Only kinds matching one of these SQL `LIKE` patterns (a key's kind globs);
+    /// empty: every kind.
+    pub kind_patterns: Vec<String>,
+    /// Only queues matching one of these SQL `LIKE` patterns; empty: every queue.
+    pub queue_patterns: Vec<String>,
 }
 
 impl Store {
@@ -32,6 +37,8 @@ impl Store {
             "SELECT {JOB_COLUMNS} FROM jobs \
              WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR kind = $2) \
                AND ($3::text IS NULL OR queue = $3) AND ($4::uuid IS NULL OR id < $4) \
+               AND (cardinality($6::text[]) = 0 OR kind LIKE ANY($6)) \
+               AND (cardinality($7::text[]) = 0 OR queue LIKE ANY($7)) \
              ORDER BY id DESC LIMIT $5"
         )))
         .bind(query.state.map(|s| s.as_str()))
@@ -39,6 +46,8 @@ impl Store {
         .bind(&query.queue)
         .bind(query.before.map(|id| id.as_uuid()))
         .bind(i64::from(query.limit))
+        .bind(&query.kind_patterns)
+        .bind(&query.queue_patterns)
         .fetch_all(self.pool())
         .await?;
         Ok(rows.into_iter().map(JobRecord::from).collect())

@@ -253,7 +253,7 @@ async fn a_cancel_requested_while_running_turns_a_retry_into_cancelled_but_not_a
     let done = db.running(worker, 3).await;
     for job in [&retried, &snoozed, &done] {
         assert_eq!(
-            db.store.cancel(job.id).await.unwrap(),
+            db.store.cancel(job.id, &operator()).await.unwrap(),
             CancelOutcome::Requested
         );
     }
@@ -285,7 +285,7 @@ async fn a_cancel_requested_while_running_turns_a_retry_into_cancelled_but_not_a
     // A cancel of a waiting job is final at once; its message then claims nothing.
     let waiting = db.insert(new_job()).await;
     assert_eq!(
-        db.store.cancel(waiting).await.unwrap(),
+        db.store.cancel(waiting, &operator()).await.unwrap(),
         CancelOutcome::Cancelled
     );
     let claims = db.store.claim_many(&[waiting], worker).await.unwrap();
@@ -350,8 +350,8 @@ async fn a_lost_job_with_a_cancel_requested_is_cancelled_without_a_dead_letter()
     let lost = WorkerId::new();
     let retried = db.running(lost, 3).await;
     let exhausted = db.running(lost, 1).await;
-    db.store.cancel(retried.id).await.unwrap();
-    db.store.cancel(exhausted.id).await.unwrap();
+    db.store.cancel(retried.id, &operator()).await.unwrap();
+    db.store.cancel(exhausted.id, &operator()).await.unwrap();
     assert_eq!(db.store.rescue_orphans(Duration::ZERO).await.unwrap(), 2);
     assert_eq!(db.state(retried.id).await, JobState::Cancelled);
     assert_eq!(db.state(exhausted.id).await, JobState::Cancelled);
@@ -513,4 +513,13 @@ async fn a_handler_completes_its_job_in_its_own_transaction_and_only_at_its_atte
         [Settled::AlreadyCompleted]
     );
     db.drop().await;
+}
+
+/// An operator acting through the CLI, as the audit log names them.
+fn operator() -> store::AuditContext {
+    store::AuditContext::new(store::Actor {
+        kind: store::ActorKind::Cli,
+        id: None,
+        name: "test".into(),
+    })
 }

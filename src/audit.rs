@@ -1,0 +1,83 @@
+//! `conveyor audit list`: who changed what, newest first — the rows `GET /v1/audit`
+//! serves.
+
+use anyhow::Context;
+use chrono::Utc;
+use store::{AuditAction, AuditQuery, AuditRecord, Store};
+
+use crate::cli::AuditCommand;
+use crate::ops::{print_json, table};
+
+/// Runs an `audit` subcommand.
+///
+/// # Errors
+/// A bad filter, or an unreachable database.
+pub async fn audit(store: &Store, command: AuditCommand) -> anyhow::Result<()> {
+    let AuditCommand::List {
+        action,
+        actor,
+        since,
+        limit,
+        json,
+    } = command;
+    let action = action
+        .as_deref()
+        .map(str::parse::<AuditAction>)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--action {e}"))?;
+    let since = since
+        .as_deref()
+        .map(|t| crate::ops::parse_time(t, "--since"))
+        .transpose()?;
+    let rows = store
+        .audit_log(&AuditQuery {
+            action,
+            actor,
+            before: None,
+            since,
+            limit,
+        })
+        .await
+        .context("cannot read the audit log")?;
+    if json {
+        return print_json(&rows);
+    }
+    print!("{}", render(&rows));
+    if rows.is_empty() {
+        eprintln!("no audit entries match");
+    }
+    Ok(())
+}
+
+/// The `audit list` table.
+pub fn render(rows: &[AuditRecord]) -> String {
+    let rows = rows
+        .iter()
+        .map(|r| {
+            let targets = match r.targets.as_slice() {
+                [] => "-".to_owned(),
+                [one] => one.to_string(),
+                [first, ..] => format!("{first} +{}", r.targets.len() - 1),
+            };
+            vec![
+                r.at.with_timezone(&Utc)
+                    .format("%Y-%m-%d %H:%M:%S")
+                    .to_string(),
+                format!("{} ({})", r.actor.name, r.actor.kind.as_str()),
+                r.action.as_str().to_owned(),
+                r.count.to_string(),
+                targets,
+                r.filter
+                    .as_ref()
+                    .map_or_else(|| "-".into(), ToString::to_string),
+                r.request_id.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "AT", "ACTOR", "ACTION", "COUNT", "TARGETS", "FILTER", "REQUEST",
+        ],
+        rows,
+    )
+}
