@@ -374,6 +374,16 @@ async fn the_openapi_document_covers_every_route_and_error_shape() {
         ("/v1/schedules/{name}/pause", vec!["post"]),
         ("/v1/schedules/{name}/resume", vec!["post"]),
         ("/v1/schedules/{name}/trigger", vec!["post"]),
+        ("/v1/jobs/{id}/retry", vec!["post"]),
+        ("/v1/dead", vec!["get"]),
+        ("/v1/dead/groups", vec!["get"]),
+        ("/v1/dead/{id}", vec!["get"]),
+        ("/v1/dead/replay", vec!["post"]),
+        ("/v1/dead/purge", vec!["post"]),
+        ("/v1/stats", vec!["get"]),
+        ("/v1/audit", vec!["get"]),
+        ("/v1/keys", vec!["post", "get"]),
+        ("/v1/keys/{id}", vec!["delete"]),
         ("/healthz", vec!["get"]),
         ("/readyz", vec!["get"]),
         ("/metrics", vec!["get"]),
@@ -426,7 +436,7 @@ async fn the_openapi_document_covers_every_route_and_error_shape() {
     assert!(spec["components"]["schemas"]["Problem"]["properties"]["errors"].is_object());
     let create = &paths["/v1/jobs"]["post"]["responses"];
     for status in [
-        "202", "400", "401", "409", "413", "415", "422", "429", "503",
+        "202", "400", "401", "403", "409", "413", "415", "422", "429", "503",
     ] {
         assert!(
             create.get(status).is_some(),
