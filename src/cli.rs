@@ -586,6 +586,30 @@ mod tests {
     }
 
     #[test]
+    fn keys_create_takes_comma_separated_globs() {
+        let cli = Cli::try_parse_from([
+            "conveyor",
+            "keys",
+            "create",
+            "--name",
+            "web",
+            "--role",
+            "producer",
+            "--kinds",
+            "order.*,billing.*",
+            "--expires",
+            "90d",
+        ])
+        .unwrap();
+        let Command::Keys(KeysCommand::Create { kinds, expires, .. }) = cli.command else {
+            panic!("parsed as {:?}", cli.command);
+        };
+        assert_eq!(kinds, ["order.*", "billing.*"]);
+        assert_eq!(expires.as_deref(), Some("90d"));
+        assert!(Cli::try_parse_from(["conveyor", "keys", "create", "--role", "admin"]).is_err());
+    }
+
+    #[test]
     fn a_bad_queue_spec_names_the_problem() {
         let err =
             Cli::try_parse_from(["conveyor", "worker", "--queues", "orders=lots"]).unwrap_err();

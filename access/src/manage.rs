@@ -125,7 +125,7 @@ pub async fn create_key(
         for (i, text) in list.iter().enumerate() {
             match Glob::parse(text.trim()) {
                 Ok(g) => out.push(String::from(g)),
-                Err(e) => errors.add(&format!("{field}[{i}]"), e),
+                Err(e) => errors.add(format!("{field}[{i}]"), e),
             }
         }
         out

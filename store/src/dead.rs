@@ -519,14 +519,13 @@ impl Store {
         }
         let by = &context.actor.name;
         let mut tx = self.pool().begin().await?;
-        if job.state == JobState::Dead {
-            if let ReplayOutcome::Replayed { .. } =
+        // A dead job is replayed through its open dead letter. Dead without one (purged
+        // letters delete their job, so this is a job killed by hand): revived below.
+        if job.state == JobState::Dead
+            && let ReplayOutcome::Replayed { .. } =
                 replay_on(&mut tx, id.as_uuid(), by, None).await?
-            {
-                return finish_retry(tx, id, context).await;
-            }
-            // Dead without an open dead letter (purged letters delete their job, so
-            // this is a job killed by hand): revive it directly below.
+        {
+            return finish_retry(tx, id, context).await;
         }
         let updated = sqlx::query(
             "UPDATE jobs SET state = 'scheduled', run_at = now(), cancel_requested = false, \

@@ -473,7 +473,7 @@ async fn select(
         for (i, text) in request.ids.iter().enumerate() {
             match text.parse::<Uuid>() {
                 Ok(id) => ids.push(id),
-                Err(_) => errors.add(&format!("ids[{i}]"), "must be a UUID"),
+                Err(_) => errors.add(format!("ids[{i}]"), "must be a UUID"),
             }
         }
         errors.into_result()?;
