@@ -236,7 +236,14 @@ pub async fn start_with(
             settings.producer.clone(),
         )
         .map_err(anyhow::Error::msg)?
-        .with_metrics(crate::telemetry::metrics_renderer(store.clone()));
+        .with_metrics(crate::telemetry::metrics_renderer(store.clone()))
+        .with_key_store(
+            Store::connect(&store::DatabaseSettings {
+                max_connections: 1,
+                ..settings.database.clone()
+            })
+            .context("database.url")?,
+        );
         // Load the stored keys before serving, so the first requests are checked
         // against them (and an intake with stored keys may serve beyond loopback).
         if let Err(e) = state.keys.refresh().await {

@@ -125,6 +125,17 @@ impl AppState {
 }
 
 impl AppState {
+    /// Reads the stored API keys through `store` (a small pool of its own, so the
+    /// key ring's reloads neither wait behind intake traffic nor keep the intake's
+    /// connections busy).
+    #[must_use]
+    pub fn with_key_store(mut self, store: Store) -> Self {
+        // The hashes were validated by `AppState::new`.
+        let configured = auth::parse_configured(&self.settings.api_keys).unwrap_or_default();
+        self.keys = Arc::new(access::KeyRing::new(configured, Some(store)));
+        self
+    }
+
     /// Serves `/metrics` with `render`.
     #[must_use]
     pub fn with_metrics(mut self, render: MetricsRender) -> Self {
