@@ -133,6 +133,15 @@ fn decision(method: &str, path: &str) -> Option<Option<Scope>> {
         ("post", "/v1/dead/purge") => Some(Scope::DeadPurge),
         ("post" | "get", "/v1/keys") | ("delete", "/v1/keys/{id}") => Some(Scope::KeysManage),
         ("get", "/v1/audit") => Some(Scope::AuditRead),
+        ("get", "/v1/schedules" | "/v1/schedules/{name}") => Some(Scope::JobsRead),
+        ("post", "/v1/schedules")
+        | ("patch" | "delete", "/v1/schedules/{name}")
+        | (
+            "post",
+            "/v1/schedules/{name}/pause"
+            | "/v1/schedules/{name}/resume"
+            | "/v1/schedules/{name}/trigger",
+        ) => Some(Scope::QueuesManage),
         _ => return None,
     })
 }
@@ -185,6 +194,19 @@ async fn request(
             (format!("/v1/keys/{id}"), None, 200)
         }
         ("get", "/v1/audit") => (path.to_owned(), None, 200),
+        ("post", "/v1/schedules") => (
+            path.to_owned(),
+            Some(
+                json!({"name": format!("s-{}", uuid::Uuid::now_v7().simple()), "cron": "0 0 3 * * *", "kind": "noop"}),
+            ),
+            201,
+        ),
+        // A schedule that does not exist: past the guard, the lookup answers 404.
+        (_, p) if p.starts_with("/v1/schedules/{name}") => (
+            p.replace("{name}", "no-such-schedule"),
+            (method == "patch").then(|| json!({"cron": "0 0 4 * * *"})),
+            404,
+        ),
         ("get", _) => (path.to_owned(), None, 200),
         other => panic!("no request for {other:?}"),
     };
@@ -401,8 +423,11 @@ async fn every_route_answers_each_role_exactly_and_refusals_store_nothing() {
                             &answer,
                             role.scopes().contains(Scope::JobsReadArgs),
                         );
-                        let audited =
-                            method != "get" && path != "/v1/jobs" && path != "/v1/jobs/batch";
+                        // Enqueues and schedule changes write no audit row (yet).
+                        let audited = method != "get"
+                            && path != "/v1/jobs"
+                            && path != "/v1/jobs/batch"
+                            && !path.starts_with("/v1/schedules");
                         if audited {
                             assert_eq!(
                                 app.count("SELECT count(*) FROM audit_log").await,
