@@ -8,10 +8,10 @@ pub mod smtp;
 
 use std::time::Duration;
 
-use broker::lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use broker::lapin::{BasicProperties, Connection, ConnectionProperties};
 use conveyor::app::{self, Roles, Running};
 use conveyor::config::Settings;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use sqlx::Row;
@@ -354,22 +354,29 @@ impl TestApp {
         let _ = connection.close(200, "done".into()).await;
     }
 
+    /// A broker session of the test's own.
+    async fn session(&self) -> broker::Session {
+        broker::Session::open(&self.settings.broker, "conveyor-test-probe")
+            .await
+            .expect("test connects to RabbitMQ")
+    }
+
     /// Messages ready in a Conveyor queue (`None` when the queue does not exist).
     pub async fn queue_depth(&self, queue: &str) -> Option<u32> {
-        let connection = self.amqp().await;
+        let session = self.session().await;
         let name = format!("{}.q.{queue}", self.settings.namespace);
-        let result = broker::topology::inspect(&connection, &name).await;
-        let _ = connection.close(200, "done".into()).await;
+        let result = session.inspect(&name).await;
+        session.close().await;
         result.ok().map(|q| q.message_count())
     }
 
     /// Waits (bounded) until a worker consumes `queue`, so raw publishes are routed.
     pub async fn wait_until_consuming(&self, queue: &str) {
-        let connection = self.amqp().await;
+        let session = self.session().await;
         let name = format!("{}.q.{queue}", self.settings.namespace);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let declared = broker::topology::inspect(&connection, &name).await;
+            let declared = session.inspect(&name).await;
             if let Ok(queue) = declared
                 && queue.consumer_count() > 0
             {
@@ -381,7 +388,7 @@ impl TestApp {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let _ = connection.close(200, "done".into()).await;
+        session.close().await;
     }
 
     /// Closes, from the server side, every broker connection whose name starts with
@@ -607,18 +614,19 @@ pub fn database_name(settings: &Settings) -> String {
 
 /// Deletes a test namespace's queues (the standard ones and `extra`) and exchanges.
 pub async fn delete_broker_objects(settings: &Settings, extra: Vec<String>) {
-    let connection = broker::connect(&settings.broker, "conveyor-test-cleanup")
+    let session = broker::Session::open(&settings.broker, "conveyor-test-cleanup")
         .await
         .expect("the test broker answers");
-    let channel = connection.create_channel().await.expect("channel");
     let mut queues: Vec<&str> = ["default", "orders", "emails"]
         .into_iter()
         .chain(extra.iter().map(String::as_str))
         .collect();
     queues.sort_unstable();
     queues.dedup();
-    app::topology(settings).delete(&channel, &queues).await;
-    let _ = connection.close(200, "done".into()).await;
+    session
+        .delete_namespace(&app::topology(settings), &queues)
+        .await;
+    session.close().await;
 }
 
 /// Drops a test's database (for tests that start Conveyor without a `TestApp`).

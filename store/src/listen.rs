@@ -1,0 +1,67 @@
+//! Waking dispatchers: transactions that make work due now send `NOTIFY` on
+//! [`DUE_CHANNEL`] (delivered when they commit), and a dispatcher waits on a
+//! [`DueListener`] instead of polling. The channel's name is defined here once, for the
+//! senders and the listener alike.
+
+use std::time::Duration;
+
+use sqlx::postgres::PgListener;
+
+use crate::error::Error;
+use crate::Store;
+
+/// The Postgres channel that wakes dispatchers (`NOTIFY conveyor_due`).
+pub const DUE_CHANNEL: &str = due_channel!();
+
+/// What [`DueListener::wait`] saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// At least one transaction made work due (every wake-up already received counts as
+    /// this one).
+    Notified,
+    /// Nothing arrived in time.
+    TimedOut,
+}
+
+/// A dedicated connection listening on [`DUE_CHANNEL`].
+pub struct DueListener {
+    listener: PgListener,
+}
+
+impl std::fmt::Debug for DueListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DueListener").finish_non_exhaustive()
+    }
+}
+
+impl DueListener {
+    /// Opens a connection with `store`'s settings and listens on [`DUE_CHANNEL`].
+    ///
+    /// # Errors
+    /// When Postgres is unreachable or refuses.
+    pub async fn connect(store: &Store) -> Result<Self, Error> {
+        let mut listener = PgListener::connect_with(store.pool()).await?;
+        listener.listen(DUE_CHANNEL).await?;
+        Ok(Self { listener })
+    }
+
+    /// Waits up to `limit` for a wake-up. Wake-ups that arrived together are consumed
+    /// as one: a busy system (an order per millisecond, each enqueueing its email) wakes
+    /// the dispatcher once per round, not once per transaction.
+    ///
+    /// # Errors
+    /// When the connection broke (notifications sent meanwhile are lost: connect a new
+    /// listener and look for due work).
+    pub async fn wait(&mut self, limit: Duration) -> Result<Wake, Error> {
+        match tokio::time::timeout(limit, self.listener.try_recv()).await {
+            Err(_) => Ok(Wake::TimedOut),
+            Ok(Ok(Some(_))) => {
+                while self.listener.next_buffered().is_some() {}
+                Ok(Wake::Notified)
+            }
+            // The pool was closed: the listener cannot reconnect.
+            Ok(Ok(None)) => Err(Error::Sqlx(sqlx::Error::PoolClosed)),
+            Ok(Err(e)) => Err(e.into()),
+        }
+    }
+}
