@@ -21,6 +21,9 @@ pub enum Wake {
     Notified,
     /// Nothing arrived in time.
     TimedOut,
+    /// The connection was lost: wake-ups sent meanwhile were missed, so look for due
+    /// work (the next wait connects again).
+    Lost,
 }
 
 /// A dedicated connection listening on [`DUE_CHANNEL`].
@@ -50,8 +53,7 @@ impl DueListener {
     /// the dispatcher once per round, not once per transaction.
     ///
     /// # Errors
-    /// When the connection broke (notifications sent meanwhile are lost: connect a new
-    /// listener and look for due work).
+    /// When the database failed otherwise (it refused, or the pool is closed).
     pub async fn wait(&mut self, limit: Duration) -> Result<Wake, Error> {
         match tokio::time::timeout(limit, self.listener.try_recv()).await {
             Err(_) => Ok(Wake::TimedOut),
@@ -59,8 +61,7 @@ impl DueListener {
                 while self.listener.next_buffered().is_some() {}
                 Ok(Wake::Notified)
             }
-            // The pool was closed: the listener cannot reconnect.
-            Ok(Ok(None)) => Err(Error::Sqlx(sqlx::Error::PoolClosed)),
+            Ok(Ok(None)) => Ok(Wake::Lost),
             Ok(Err(e)) => Err(e.into()),
         }
     }

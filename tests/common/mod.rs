@@ -577,6 +577,34 @@ impl TestApp {
         command.spawn().expect("conveyor starts")
     }
 
+    /// Starts `conveyor ARGS` as a child process like [`TestApp::spawn_child`], with its
+    /// stdout and stderr collected into a [`ChildOutput`].
+    pub fn spawn_child_with_output(
+        &self,
+        args: &[&str],
+        env: &[(&str, String)],
+    ) -> (tokio::process::Child, ChildOutput) {
+        let mut command = self.command(args);
+        command
+            .env("CONVEYOR_WORKER__HEARTBEAT_INTERVAL_MS", "200")
+            .env("CONVEYOR_WORKER__LOST_AFTER_MS", "3000")
+            .env("CONVEYOR_DISPATCHER__POLL_INTERVAL_MS", "100")
+            .env("CONVEYOR_DISPATCHER__UNCONFIRMED_AFTER_MS", "1000")
+            .env("CONVEYOR_PRODUCER__MARK_PUBLISHED_AFTER_MS", "200")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("conveyor starts");
+        let output = ChildOutput::default();
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        output.collect(stdout);
+        output.collect(stderr);
+        (child, output)
+    }
+
     /// Waits (bounded) until an intake at `base` answers /readyz with 200.
     pub async fn wait_ready(&self, base: &str) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -665,4 +693,67 @@ pub fn terminate(child: &tokio::process::Child) {
         .args(["-TERM", &pid.to_string()])
         .status()
         .expect("kill runs");
+}
+
+/// The lines a child process printed (stdout and stderr), collected as they come.
+#[derive(Debug, Clone, Default)]
+pub struct ChildOutput {
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    readers: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl ChildOutput {
+    fn collect(&self, stream: impl tokio::io::AsyncRead + Unpin + Send + 'static) {
+        use tokio::io::AsyncBufReadExt;
+        let lines = std::sync::Arc::clone(&self.lines);
+        let reader = tokio::spawn(async move {
+            let mut stream = tokio::io::BufReader::new(stream).lines();
+            while let Ok(Some(line)) = stream.next_line().await {
+                lines.lock().unwrap().push(line);
+            }
+        });
+        self.readers.lock().unwrap().push(reader);
+    }
+
+    /// Every line so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// The lines that report an error (`ERROR` level, in either log format).
+    pub fn errors(&self) -> Vec<String> {
+        self.lines()
+            .into_iter()
+            .filter(|line| line.contains("ERROR"))
+            .collect()
+    }
+
+    /// Waits for the streams to end (the child exited); every line is then collected.
+    pub async fn finished(&self) -> Vec<String> {
+        let readers: Vec<_> = self.readers.lock().unwrap().drain(..).collect();
+        for reader in readers {
+            tokio::time::timeout(Duration::from_secs(30), reader)
+                .await
+                .expect("the child's output ends when it exits")
+                .expect("the reader finishes");
+        }
+        self.lines()
+    }
+
+    /// Waits (bounded) until a line reports an error; returns the error lines.
+    pub async fn wait_for_error(&self, limit: Duration) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let errors = self.errors();
+            if !errors.is_empty() {
+                return errors;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no ERROR line within {limit:?}:\n{}",
+                self.lines().join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }

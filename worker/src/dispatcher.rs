@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use broker::Publisher;
 use futures_util::future::join_all;
 use jobs::Envelope;
-use store::{DueListener, Store};
+use store::{DueListener, Store, Wake};
 use tokio_util::sync::CancellationToken;
 
 use crate::settings::DispatcherSettings;
@@ -202,5 +202,8 @@ async fn wait_for_notify(listener: Option<&mut DueListener>, wait: Duration) -> 
         tokio::time::sleep(wait).await;
         return true;
     };
-    listener.wait(wait).await.is_ok()
+    matches!(
+        listener.wait(wait).await,
+        Ok(Wake::Notified | Wake::TimedOut)
+    )
 }
