@@ -720,11 +720,11 @@ impl ChildOutput {
         self.lines.lock().unwrap().clone()
     }
 
-    /// The lines that report an error (`ERROR` level, in either log format).
+    /// The log lines at `ERROR` level.
     pub fn errors(&self) -> Vec<String> {
         self.lines()
             .into_iter()
-            .filter(|line| line.contains("ERROR"))
+            .filter(|line| is_error_log(line))
             .collect()
     }
 
@@ -756,4 +756,24 @@ impl ChildOutput {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// True when `line` is a log line at `ERROR` level, in the JSON format child processes
+/// use (`"level":"ERROR"`) or the pretty one (the level after the timestamp); a table
+/// column named ERROR is not one.
+pub fn is_error_log(line: &str) -> bool {
+    if let Ok(Value::Object(record)) = serde_json::from_str::<Value>(line) {
+        return record.get("level").and_then(Value::as_str) == Some("ERROR");
+    }
+    let mut plain = String::with_capacity(line.len());
+    let mut in_escape = false;
+    for c in line.chars() {
+        match (in_escape, c) {
+            (false, '\u{1b}') => in_escape = true,
+            (true, 'm') => in_escape = false,
+            (true, _) => {}
+            (false, c) => plain.push(c),
+        }
+    }
+    plain.split_whitespace().nth(1) == Some("ERROR")
 }
