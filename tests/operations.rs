@@ -312,7 +312,7 @@ async fn rescuing_an_orphan_counts_in_conveyor_jobs_rescued_total() {
     let before = scrape().await;
     sqlx::query(
         "UPDATE jobs SET state = 'running', attempt = 1, worker_id = gen_random_uuid(), \
-             started_at = now() - interval '1 hour', run_at = NULL WHERE id = $1::uuid",
+             started_at = now() - interval '1 hour' WHERE id = $1::uuid",
     )
     .bind(&id)
     .execute(app.store.pool())
