@@ -264,7 +264,10 @@ impl Worker {
                     return SessionEnd::Shutdown;
                 }
                 next = streams.next() => match next {
-                    None => return SessionEnd::Lost("every consumer ended".into()),
+                    None => {
+                        session.close().await;
+                        return SessionEnd::Lost("every consumer ended".into());
+                    }
                     Some((_, Err(e))) => {
                         session.close().await;
                         return SessionEnd::Lost(e.to_string());
