@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use sqlx::postgres::PgListener;
 
-use crate::error::Error;
 use crate::Store;
+use crate::error::Error;
 
 /// The Postgres channel that wakes dispatchers (`NOTIFY conveyor_due`).
 pub const DUE_CHANNEL: &str = due_channel!();
