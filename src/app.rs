@@ -232,7 +232,7 @@ pub async fn start_with(
         });
         let state = producer::AppState::new(
             store.clone(),
-            publisher,
+            Arc::clone(&publisher),
             Arc::new(catalog),
             settings.producer.clone(),
         )
@@ -250,9 +250,9 @@ pub async fn start_with(
             "intake listening"
         );
         tasks.spawn(async move {
-            producer::serve(listener, state, limits, token)
-                .await
-                .context("the intake failed")
+            let served = producer::serve(listener, state, limits, token).await;
+            publisher.close().await;
+            served.context("the intake failed")
         });
     }
 
@@ -266,11 +266,12 @@ pub async fn start_with(
             settings.dispatcher.clone(),
             settings.worker.lost_after(),
             store.clone(),
-            publisher,
+            Arc::clone(&publisher),
         );
         let token = shutdown.clone();
         tasks.spawn(async move {
             dispatcher.run(token).await;
+            publisher.close().await;
             Ok(())
         });
     }

@@ -418,27 +418,17 @@ async fn consumer_counts<'a>(
 ) -> Vec<Option<u32>> {
     let queues: Vec<&str> = queues.collect();
     let topology = crate::app::topology(settings);
-    let Ok(connection) =
-        broker::connect(&settings.broker, &format!("{}-stats", settings.namespace)).await
+    let Ok(session) =
+        broker::Session::open(&settings.broker, &format!("{}-stats", settings.namespace)).await
     else {
         return vec![None; queues.len()];
     };
     let mut counts = Vec::with_capacity(queues.len());
     for queue in queues {
-        let count = async {
-            let declared = broker::topology::inspect(&connection, &topology.queue(queue))
-                .await
-                .ok()?;
-            Some(declared.consumer_count())
-        };
-        counts.push(
-            tokio::time::timeout(Duration::from_secs(5), count)
-                .await
-                .ok()
-                .flatten(),
-        );
+        let declared = session.inspect(&topology.queue(queue)).await;
+        counts.push(declared.ok().map(|q| q.consumer_count()));
     }
-    let _ = connection.close(200, "stats done".into()).await;
+    session.close().await;
     counts
 }
 

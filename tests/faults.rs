@@ -456,3 +456,36 @@ async fn thousands_of_orders_survive_worker_kills_connection_closes_and_a_databa
     }
     app.teardown().await;
 }
+
+#[tokio::test]
+async fn a_server_side_close_of_the_workers_connection_is_logged_as_an_error() {
+    let app = spawn_app_with(|_| {}, Roles::INTAKE).await;
+    let name = format!("{}-closed", app.settings.namespace);
+    let (mut worker, output) =
+        app.spawn_child_with_output(&["worker"], &[("CONVEYOR_WORKER__NAME", name.clone())]);
+    let first = app.enqueue(common::noop()).await;
+    app.wait_for_state(&first, "completed").await;
+    assert!(
+        output.errors().is_empty(),
+        "nothing failed yet: {:?}",
+        output.errors()
+    );
+
+    let closed = app.close_broker_connections(&name).await;
+    let errors = output.wait_for_error(Duration::from_secs(30)).await;
+    let id = app.enqueue(common::noop()).await;
+    app.wait_for_state_within(&id, "completed", Duration::from_secs(60))
+        .await;
+
+    println!("injected: {closed} server-side close; logged: {errors:?}");
+    assert_eq!(closed, 1, "the worker's connection was found and closed");
+    assert!(
+        errors
+            .iter()
+            .any(|l| l.contains("CONNECTION_FORCED") || l.contains("Connection")),
+        "the error names the connection's loss: {errors:?}"
+    );
+    terminate(&worker);
+    assert!(worker.wait().await.unwrap().success());
+    app.teardown().await;
+}

@@ -22,6 +22,7 @@ use lapin::{BasicProperties, Channel, Connection};
 use tokio::sync::{Mutex, Semaphore, SemaphorePermit};
 
 use crate::error::Error;
+use crate::session::{close_channel, close_connection};
 use crate::settings::{BrokerSettings, bounded, connect};
 use crate::topology::Topology;
 
@@ -212,17 +213,15 @@ impl Publisher {
         Ok(())
     }
 
-    /// Declares the work queue of `queue` (idempotent).
-    ///
-    /// # Errors
-    /// When the broker is unreachable or refuses.
-    pub async fn declare_queue(&self, queue: &str) -> Result<(), Error> {
-        let live = self.live().await?;
-        let result = self.ensure_queue(&live, queue).await;
-        if result.is_err() {
-            self.forget(live.generation).await;
+    /// Closes the channel, then the connection (each bounded), so that a clean
+    /// shutdown reports no error. A later publish connects again.
+    pub async fn close(&self) {
+        let live = self.slot.lock().await.live.take();
+        if let Some(live) = live {
+            let limit = self.settings.connect_timeout();
+            close_channel(&live.channel, limit).await;
+            close_connection(&live.connection, limit).await;
         }
-        result
     }
 
     /// Publishes one job's message and waits for the broker's confirm.

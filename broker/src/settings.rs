@@ -58,7 +58,7 @@ impl BrokerSettings {
 ///
 /// # Errors
 /// When the broker is unreachable, refuses, or does not answer in time.
-pub async fn connect(settings: &BrokerSettings, name: &str) -> Result<Connection, Error> {
+pub(crate) async fn connect(settings: &BrokerSettings, name: &str) -> Result<Connection, Error> {
     let properties = ConnectionProperties::default().with_connection_name(name.into());
     tokio::time::timeout(
         settings.connect_timeout(),
@@ -73,7 +73,7 @@ pub async fn connect(settings: &BrokerSettings, name: &str) -> Result<Connection
 ///
 /// # Errors
 /// [`Error::Timeout`] when it takes longer, or the operation's own error.
-pub async fn bounded<T>(
+pub(crate) async fn bounded<T>(
     limit: Duration,
     operation: impl Future<Output = Result<T, lapin::Error>>,
 ) -> Result<T, Error> {

@@ -11,12 +11,12 @@
 //! Declaring is idempotent; a queue declared with other arguments is an error from the
 //! broker (PRECONDITION_FAILED), reported, never silently replaced.
 
+use lapin::Channel;
 use lapin::options::{
     ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
     QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{Channel, Connection, Queue};
 
 use crate::error::Error;
 
@@ -66,7 +66,7 @@ impl Topology {
     ///
     /// # Errors
     /// When the broker refuses or the channel fails.
-    pub async fn declare_base(&self, channel: &Channel) -> Result<(), Error> {
+    pub(crate) async fn declare_base(&self, channel: &Channel) -> Result<(), Error> {
         let durable = ExchangeDeclareOptions {
             durable: true,
             ..ExchangeDeclareOptions::default()
@@ -106,7 +106,7 @@ impl Topology {
     ///
     /// # Errors
     /// When the broker refuses (e.g. the queue exists with other arguments).
-    pub async fn declare_queue(&self, channel: &Channel, queue: &str) -> Result<(), Error> {
+    pub(crate) async fn declare_queue(&self, channel: &Channel, queue: &str) -> Result<(), Error> {
         let name = self.queue(queue);
         let mut args = FieldTable::default();
         args.insert("x-queue-type".into(), text("quorum"));
@@ -135,7 +135,7 @@ impl Topology {
     /// Deletes a throwaway namespace (a test's, a benchmark's): the work queues named in
     /// `queues`, the dead-letter queue and both exchanges. Best effort: what is missing
     /// or fails is skipped.
-    pub async fn delete(&self, channel: &Channel, queues: &[&str]) {
+    pub(crate) async fn delete(&self, channel: &Channel, queues: &[&str]) {
         for queue in queues
             .iter()
             .map(|q| self.queue(q))
@@ -161,27 +161,6 @@ async fn declare_quorum(channel: &Channel, name: &str, args: FieldTable) -> Resu
     };
     channel.queue_declare(name.into(), options, args).await?;
     Ok(())
-}
-
-/// Looks at an existing queue (its ready messages and consumers) without declaring it.
-/// Uses a channel of its own: the broker closes the channel of a passive declare that
-/// names a missing queue.
-///
-/// # Errors
-/// The queue does not exist, or the broker failed.
-pub async fn inspect(connection: &Connection, name: &str) -> Result<Queue, Error> {
-    let channel = connection.create_channel().await?;
-    let queue = channel
-        .queue_declare(
-            name.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-    Ok(queue)
 }
 
 fn text(value: &str) -> AMQPValue {

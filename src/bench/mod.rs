@@ -15,12 +15,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use broker::lapin::options::{
+use futures_util::StreamExt;
+use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
-use broker::lapin::types::{AMQPValue, FieldTable, LongString};
-use futures_util::StreamExt;
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -391,7 +392,7 @@ impl Target {
             "default"
         };
         let expected = options.workers.max(1) as u32;
-        let connection = broker::connect(
+        let session = broker::Session::open(
             &self.settings.broker,
             &format!("{}-bench-probe", self.settings.namespace),
         )
@@ -401,21 +402,23 @@ impl Target {
         let name = topology.queue(queue);
         // Declared (idempotently, with the workers' arguments) so the passive checks
         // below never fail on a queue that does not exist yet.
-        let setup = connection.create_channel().await?;
-        topology.declare_base(&setup).await?;
-        topology.declare_queue(&setup, queue).await?;
-        loop {
-            let declared = broker::topology::inspect(&connection, &name).await;
-            if declared.is_ok_and(|q| q.consumer_count() >= expected) {
-                break;
+        let declared = session.declare(&topology, &[queue]).await;
+        let consuming = async {
+            declared?;
+            loop {
+                let declared = session.inspect(&name).await;
+                if declared.is_ok_and(|q| q.consumer_count() >= expected) {
+                    return Ok(());
+                }
+                if Instant::now() > deadline {
+                    bail!("workers did not start consuming {name} within 60 s");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            if Instant::now() > deadline {
-                bail!("workers did not start consuming {name} within 60 s");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let _ = connection.close(200, "ready".into()).await;
-        Ok(())
+        .await;
+        session.close().await;
+        consuming
     }
 
     async fn stop(&mut self) {
@@ -439,19 +442,19 @@ impl Target {
         let Some(database) = &self.owned_database else {
             return;
         };
-        if let Ok(connection) =
-            broker::connect(&self.settings.broker, "conveyor-bench-cleanup").await
+        if let Ok(session) =
+            broker::Session::open(&self.settings.broker, "conveyor-bench-cleanup").await
         {
-            if let Ok(channel) = connection.create_channel().await {
-                crate::app::topology(&self.settings)
-                    .delete(&channel, &["default", "orders", "emails"])
-                    .await;
-                let baseline = format!("{}.baseline", self.settings.namespace);
-                let _ = channel
-                    .queue_delete(baseline.as_str().into(), QueueDeleteOptions::default())
-                    .await;
-            }
-            let _ = connection.close(200, "done".into()).await;
+            session
+                .delete_namespace(
+                    &crate::app::topology(&self.settings),
+                    &["default", "orders", "emails"],
+                )
+                .await;
+            session
+                .delete_queue(&format!("{}.baseline", self.settings.namespace))
+                .await;
+            session.close().await;
         }
         let url = self.settings.database.url.expose_secret().to_owned();
         let server = url
@@ -676,11 +679,15 @@ fn peak_rss_mib(pid: u32) -> Option<f64> {
 /// messages per second, first publish to last ack.
 async fn baseline(settings: &Settings, n: usize) -> anyhow::Result<f64> {
     let queue = format!("{}.baseline", settings.namespace);
-    let connection = broker::connect(
-        &settings.broker,
-        &format!("{}-baseline", settings.namespace),
+    // The raw client on purpose: this is what Conveyor is measured against.
+    let properties = ConnectionProperties::default()
+        .with_connection_name(format!("{}-baseline", settings.namespace).as_str().into());
+    let connection = tokio::time::timeout(
+        settings.broker.connect_timeout(),
+        Connection::connect(settings.broker.url.expose_secret(), properties),
     )
-    .await?;
+    .await
+    .context("connecting to the broker timed out")??;
     let setup = connection.create_channel().await?;
     let mut args = FieldTable::default();
     args.insert(
@@ -741,7 +748,7 @@ async fn baseline(settings: &Settings, n: usize) -> anyhow::Result<f64> {
                     queue.as_str().into(),
                     BasicPublishOptions::default(),
                     &body(i),
-                    broker::lapin::BasicProperties::default().with_delivery_mode(2),
+                    BasicProperties::default().with_delivery_mode(2),
                 )
                 .await?;
             in_flight.push(confirm);
@@ -753,7 +760,7 @@ async fn baseline(settings: &Settings, n: usize) -> anyhow::Result<f64> {
     };
     let consumer_side = async {
         let mut done = 0usize;
-        let mut batch: Vec<broker::lapin::message::Delivery> = Vec::with_capacity(500);
+        let mut batch: Vec<lapin::message::Delivery> = Vec::with_capacity(500);
         while done < n {
             // Wait for one delivery, then take whatever else arrives within 2 ms, up to
             // 500: one INSERT and one multiple-ack per batch.

@@ -14,18 +14,7 @@ use crate::batch::Batcher;
 use crate::decide::{RunResult, decide};
 use crate::retry::until_ok;
 
-/// What to tell the broker about a delivery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Disposition {
-    /// The outcome is committed (or there was nothing to do): ack.
-    Ack,
-    /// The message can never run (undecodable, or names no job): reject without
-    /// requeue, so RabbitMQ dead-letters it and the archive records it.
-    Reject,
-    /// Shutting down before the outcome could be committed: leave it unacked; the
-    /// broker redelivers it.
-    Abandon,
-}
+pub use broker::Disposition;
 
 /// Runs deliveries for one worker process.
 #[derive(Clone)]
@@ -270,4 +259,4 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
 }
 
 /// How long an ack or reject may take before the channel is presumed dead.
-pub const ACK_TIMEOUT: Duration = Duration::from_secs(10);
+pub const ACK_TIMEOUT: Duration = broker::SETTLE_TIMEOUT;
