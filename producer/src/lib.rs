@@ -6,9 +6,13 @@
 //!
 //! # Layout
 //! - [`settings`] — [`ProducerSettings`].
-//! - [`problem`] — [`ApiError`] and its problem+json rendering.
+//! - [`problem`] — [`ApiError`], its problem+json rendering, and the middleware that logs
+//!   server-side errors with their causes.
+//! - [`extract`] — the JSON body and query extractors, rejecting as problem+json.
 //! - [`auth`] — API keys (hashed, constant-time) and per-key rate limits.
-//! - [`routes`] — the handlers and the request/response types.
+//! - [`marks`] — noting confirmed publishes in the ledger, late and in bulk.
+//! - [`routes`] — the handlers per resource, the wire types, the pure request → job
+//!   conversion.
 //! - [`schedules`] — the schedules API.
 //! - [`app`](fn@app) — the router with its middleware.
 //! - [`conn`] — [`serve`]: the accept loop, with per-connection time bounds and caps
@@ -16,6 +20,7 @@
 
 pub mod auth;
 pub mod conn;
+pub mod extract;
 pub mod marks;
 pub mod problem;
 pub mod routes;
@@ -174,15 +179,15 @@ impl utoipa::Modify for BearerAuth {
 /// The routes that need a key, and the public ones, with their OpenAPI paths.
 fn routers() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
     let protected = OpenApiRouter::new()
-        .routes(routes!(routes::create_job, routes::list_jobs))
-        .routes(routes!(routes::create_batch))
-        .routes(routes!(routes::get_job))
-        .routes(routes!(routes::cancel_job))
+        .routes(routes!(routes::jobs::create_job, routes::jobs::list_jobs))
+        .routes(routes!(routes::batches::create_batch))
+        .routes(routes!(routes::jobs::get_job))
+        .routes(routes!(routes::jobs::cancel_job))
         .merge(schedules::router());
     let public = OpenApiRouter::new()
-        .routes(routes!(routes::healthz))
-        .routes(routes!(routes::readyz))
-        .routes(routes!(routes::metrics))
+        .routes(routes!(routes::health::healthz))
+        .routes(routes!(routes::health::readyz))
+        .routes(routes!(routes::health::metrics))
         .routes(routes!(openapi_json));
     (protected, public)
 }
@@ -236,7 +241,9 @@ pub fn app(state: AppState) -> Router {
                     Err(_) => ApiError::Timeout(timeout).into_response(),
                 }
             },
-        ));
+        ))
+        // Outside the timeout, so a timed-out request's 503 is logged too.
+        .layer(middleware::from_fn(problem::log_errors));
     if let Some(cors) = cors(&state.settings.cors_origins) {
         router = router.layer(cors);
     }

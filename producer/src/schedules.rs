@@ -6,10 +6,8 @@
 //! they can be paused, resumed and triggered.
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use jobs::schedule::{CatchUp, Overlap, ScheduleDef, ScheduleSpec};
@@ -21,8 +19,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
+use crate::extract::ApiJson;
 use crate::problem::{ApiError, Problem};
-use crate::routes::{JobView, parse_json};
+use crate::routes::wire::JobView;
 
 /// `POST /v1/schedules` body. Unknown fields are refused.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -244,10 +243,8 @@ fn missing(name: &str) -> ApiError {
 )]
 pub async fn create_schedule(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    ApiJson(request): ApiJson<CreateScheduleRequest>,
 ) -> Result<Response, ApiError> {
-    let request: CreateScheduleRequest = parse_json(&headers, body, state.settings.max_body_bytes)?;
     let spec = ScheduleSpec {
         name: request.name,
         cron: request.cron,
@@ -342,10 +339,8 @@ pub async fn get_schedule(
 pub async fn update_schedule(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    ApiJson(patch): ApiJson<UpdateScheduleRequest>,
 ) -> Result<Json<ScheduleView>, ApiError> {
-    let patch: UpdateScheduleRequest = parse_json(&headers, body, state.settings.max_body_bytes)?;
     let existing = state
         .store
         .get_schedule(&name)
