@@ -1,0 +1,273 @@
+//! Operator commands: `conveyor dead list|show|replay|purge`,
+//! `conveyor jobs show|cancel|retry` and `conveyor stats`. Each command builds a value
+//! from the ledger ([`dead`], [`jobs`], [`stats`]) and [`render`] prints it: text for
+//! people by default, JSON with `--json`. The question before a purge and the replay
+//! progress bar live here, around the data building. Any failure exits non-zero with a
+//! message.
+
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use ::jobs::{Catalog, JobId};
+use anyhow::{Context, bail};
+use chrono::{DateTime, Utc};
+use store::{DeadFilter, ReplayOutcome, Store};
+use uuid::Uuid;
+
+use crate::cli::{DeadCommand, DeadFilterArgs, JobsCommand};
+use render::{Format, print};
+
+pub mod dead;
+pub mod jobs;
+pub mod render;
+pub mod stats;
+
+/// Runs a `dead` subcommand.
+///
+/// # Errors
+/// Bad arguments, an unknown id, or an unreachable database.
+pub async fn dead(store: &Store, catalog: &Catalog, command: DeadCommand) -> anyhow::Result<()> {
+    match command {
+        DeadCommand::List {
+            filter,
+            group_by,
+            json,
+        } => {
+            let list = dead::list(store, &filter.to_filter()?, group_by.is_some()).await?;
+            print(&list, Format::json_if(json))
+        }
+        DeadCommand::Show { id, json } => {
+            let detail = dead::show(store, parse_id(&id)?).await?;
+            print(&detail, Format::json_if(json))
+        }
+        DeadCommand::Replay {
+            ids,
+            filter,
+            all,
+            dry_run,
+            args,
+            rate,
+            by,
+            json,
+        } => {
+            let targets = dead::select(store, &ids, &filter, all).await?;
+            let corrected = match &args {
+                None => None,
+                Some(path) => {
+                    if targets.len() != 1 {
+                        bail!("--args replays exactly one job; {} match", targets.len());
+                    }
+                    Some(dead::read_args(store, catalog, targets[0], path).await?)
+                }
+            };
+            if dry_run {
+                return print(&dead::DryRun::of(&targets), Format::json_if(json));
+            }
+            let plan = dead::ReplayPlan {
+                by: by.unwrap_or_else(default_actor),
+                args: corrected,
+                rate,
+            };
+            let progress = progress_bar(targets.len() as u64, json);
+            let replayed = dead::replay(store, &targets, &plan, |result| {
+                if let ReplayOutcome::Skipped { reason } = &result.outcome
+                    && !json
+                {
+                    progress.suspend(|| eprintln!("skipped {}: {reason}", result.id));
+                }
+                progress.inc(1);
+            })
+            .await;
+            progress.finish_and_clear();
+            print(&replayed?, Format::json_if(json))
+        }
+        DeadCommand::Purge {
+            ids,
+            filter,
+            all,
+            yes,
+            json,
+        } => {
+            let targets = dead::select(store, &ids, &filter, all).await?;
+            if !targets.is_empty()
+                && !yes
+                && !confirm(&format!(
+                    "Purge {} dead letter(s) and their dead jobs?",
+                    targets.len()
+                ))?
+            {
+                bail!("not confirmed; nothing purged (pass --yes to skip the question)");
+            }
+            let purged = if targets.is_empty() {
+                0
+            } else {
+                store.purge(&targets).await?
+            };
+            let view = dead::Purged {
+                purged,
+                selected: targets.len(),
+            };
+            print(&view, Format::json_if(json))
+        }
+    }
+}
+
+/// Runs a `jobs` subcommand.
+///
+/// # Errors
+/// An unknown id, a job in the wrong state, or an unreachable database.
+pub async fn jobs(store: &Store, command: JobsCommand) -> anyhow::Result<()> {
+    match command {
+        JobsCommand::Show { id, json } => {
+            let detail = jobs::show(store, JobId(parse_id(&id)?)).await?;
+            print(&detail, Format::json_if(json))
+        }
+        JobsCommand::Cancel { id, json } => {
+            let cancelled = jobs::cancel(store, JobId(parse_id(&id)?)).await?;
+            print(&cancelled, Format::json_if(json))
+        }
+        JobsCommand::Retry { id, by } => {
+            let by = by.unwrap_or_else(default_actor);
+            let retried = jobs::retry(store, JobId(parse_id(&id)?), &by).await?;
+            print(&retried, Format::Table)
+        }
+    }
+}
+
+/// `conveyor stats`: the ledger's per-queue numbers plus live consumer counts from
+/// RabbitMQ (`-` when the broker cannot be reached); with `watch`, again every so many
+/// seconds until interrupted.
+///
+/// # Errors
+/// An unreachable database.
+pub async fn stats(
+    store: &Store,
+    settings: &crate::config::Settings,
+    json: bool,
+    watch: Option<u64>,
+) -> anyhow::Result<()> {
+    loop {
+        let view = stats::collect(store, settings).await?;
+        if watch.is_some() && !json {
+            // Clear the screen and show when these numbers were read.
+            print!(
+                "\x1b[2J\x1b[H{}\n\n",
+                Utc::now().format("%Y-%m-%d %H:%M:%S UTC")
+            );
+        }
+        print(&view, Format::json_if(json))?;
+        let Some(every) = watch else { return Ok(()) };
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(every.max(1))) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
+impl DeadFilterArgs {
+    /// True when any filter is given.
+    pub fn is_set(&self) -> bool {
+        self.queue.is_some()
+            || self.kind.is_some()
+            || self.error.is_some()
+            || self.since.is_some()
+            || self.until.is_some()
+    }
+
+    /// The store filter; times are RFC 3339 or relative (`90s`, `15m`, `2h`, `7d` ago).
+    ///
+    /// # Errors
+    /// A time that parses as neither.
+    pub fn to_filter(&self) -> anyhow::Result<DeadFilter> {
+        Ok(DeadFilter {
+            queue: self.queue.clone(),
+            kind: self.kind.clone(),
+            error: self.error.clone(),
+            since: self
+                .since
+                .as_deref()
+                .map(|t| parse_time(t, "--since"))
+                .transpose()?,
+            until: self
+                .until
+                .as_deref()
+                .map(|t| parse_time(t, "--until"))
+                .transpose()?,
+            limit: self.limit,
+        })
+    }
+}
+
+/// Parses RFC 3339 or a relative duration ago (`90s`, `15m`, `2h`, `7d`).
+///
+/// # Errors
+/// Neither form.
+pub fn parse_time(text: &str, flag: &str) -> anyhow::Result<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let (number, unit) = text.split_at(text.len().saturating_sub(1));
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => 0,
+    };
+    match number.parse::<i64>() {
+        Ok(n) if seconds > 0 && n >= 0 => {
+            Ok(Utc::now() - chrono::Duration::seconds(n.saturating_mul(seconds)))
+        }
+        _ => bail!(
+            "{flag} {text:?}: expected an RFC 3339 time (2026-11-21T10:00:00Z) or an age like 90s, 15m, 2h, 7d"
+        ),
+    }
+}
+
+fn parse_id(text: &str) -> anyhow::Result<Uuid> {
+    Uuid::parse_str(text)
+        .with_context(|| format!("{text:?} is not a job or dead-letter id (a UUID)"))
+}
+
+fn default_actor() -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    format!("{user} (cli)")
+}
+
+fn confirm(question: &str) -> anyhow::Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        return Ok(false);
+    }
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
+
+fn progress_bar(len: u64, quiet: bool) -> indicatif::ProgressBar {
+    if quiet || len < 2 {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{bar:40} {pos}/{len} replayed  {per_sec}  eta {eta}",
+    ) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_and_absolute_times_parse() {
+        let hour_ago = parse_time("1h", "--since").unwrap();
+        assert!((Utc::now() - hour_ago).num_seconds() >= 3599);
+        assert!(parse_time("2026-11-21T10:00:00Z", "--since").is_ok());
+        let err = parse_time("yesterday", "--since").unwrap_err().to_string();
+        assert!(err.contains("--since"), "{err}");
+    }
+}
