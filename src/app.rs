@@ -91,6 +91,7 @@ impl Running {
 /// The topology of `settings`.
 pub fn topology(settings: &Settings) -> Topology {
     Topology::new(settings.namespace.clone(), settings.broker.delivery_limit)
+        .with_quorum_group_size(settings.broker.quorum_group_size())
 }
 
 /// The kinds intake accepts under `settings` (used to validate `dead replay --args`).

@@ -41,7 +41,7 @@ pub struct GlobalArgs {
     /// Postgres URL (overrides database.url).
     #[arg(long, global = true, value_name = "URL")]
     pub database_url: Option<String>,
-    /// RabbitMQ URL (overrides broker.url).
+    /// RabbitMQ URL of one node (overrides broker.url and any broker.urls).
     #[arg(long, global = true, value_name = "URL")]
     pub amqp_url: Option<String>,
     /// Prefix of every exchange and queue (overrides namespace).
@@ -58,6 +58,8 @@ impl GlobalArgs {
         }
         if let Some(url) = &self.amqp_url {
             out.push(("broker.url", json!(url)));
+            // One URL on the command line means that node, whatever cluster the file names.
+            out.push(("broker.urls", json!([])));
         }
         if let Some(ns) = &self.namespace {
             out.push(("namespace", json!(ns)));

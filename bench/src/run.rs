@@ -702,9 +702,12 @@ async fn baseline(settings: &Settings, n: usize) -> anyhow::Result<f64> {
     // The raw client on purpose: this is what Conveyor is measured against.
     let properties = ConnectionProperties::default()
         .with_connection_name(format!("{}-baseline", settings.namespace).as_str().into());
+    // The first configured node (`broker.url`, or the first of `broker.urls`).
+    let nodes = settings.broker.node_urls();
+    let (_, url) = nodes.first().context("no broker URL configured")?;
     let connection = tokio::time::timeout(
         settings.broker.connect_timeout(),
-        Connection::connect(settings.broker.url.expose_secret(), properties),
+        Connection::connect(url.expose_secret(), properties),
     )
     .await
     .context("connecting to the broker timed out")??;

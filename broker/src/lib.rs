@@ -5,7 +5,9 @@
 //! deliveries and headers of this crate's own types.
 //!
 //! # Layout
-//! - [`settings`] — [`BrokerSettings`] and connecting.
+//! - [`settings`] — [`BrokerSettings`]: the nodes, timeouts, replication.
+//! - [`nodes`] — [`Nodes`]: the configured nodes, which one to try first, failover;
+//!   every connection (publisher, sessions) goes through it.
 //! - [`topology`] — names and idempotent declarations.
 //! - [`publisher`] — [`Publisher`], persistent + mandatory + confirmed, bounded.
 //! - [`session`] — [`Session`]: a named connection for consuming, declaring,
@@ -19,6 +21,7 @@ mod acks;
 pub mod consumer;
 pub mod error;
 pub mod headers;
+pub mod nodes;
 pub mod publisher;
 pub mod session;
 pub mod settings;
@@ -27,9 +30,10 @@ pub mod topology;
 pub use consumer::{Consumer, Delivery, Disposition, SETTLE_TIMEOUT};
 pub use error::Error;
 pub use headers::Headers;
+pub use nodes::Nodes;
 pub use publisher::Publisher;
 pub use session::{QueueInfo, Session};
-pub use settings::BrokerSettings;
+pub use settings::{BrokerSettings, NodeOrder};
 pub use topology::Topology;
 
 /// AMQP header carrying the W3C trace context of the request that enqueued a job.

@@ -9,8 +9,13 @@
 //! (`ERROR lapin::channels: Connection error … Closing (channel.close)`), which is
 //! not one. Real failures (the broker closing the connection, a lost socket) are
 //! still reported by lapin, and end the consumers' streams.
+//!
+//! Failover: a session connects through a [`Nodes`] list (the first node that answers,
+//! starting at the list's cursor). A long-lived component keeps one list and opens its
+//! sessions with [`Session::open_on`]; when a session fails it ends it with
+//! [`Session::lost`], so that the next session starts at the next node of a cluster.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lapin::options::{
@@ -22,7 +27,8 @@ use lapin::{Channel, Connection};
 
 use crate::consumer::{Consumer, SETTLE_TIMEOUT};
 use crate::error::Error;
-use crate::settings::{BrokerSettings, bounded, connect};
+use crate::nodes::Nodes;
+use crate::settings::{BrokerSettings, bounded};
 use crate::topology::Topology;
 
 /// One named broker connection and the channels opened on it.
@@ -30,6 +36,9 @@ pub struct Session {
     connection: Connection,
     name: String,
     limit: Duration,
+    /// The node list this session was opened on, and the index of its node.
+    nodes: Arc<Nodes>,
+    node: usize,
     /// Channels to close before the connection, with the consumer tag each carries.
     channels: Mutex<Vec<(Channel, Option<String>)>>,
 }
@@ -38,6 +47,7 @@ impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Session")
             .field("name", &self.name)
+            .field("node", &self.node())
             .finish_non_exhaustive()
     }
 }
@@ -63,16 +73,33 @@ impl QueueInfo {
 
 impl Session {
     /// Connects under `name` (visible in the management UI and in
-    /// `rabbitmqctl list_connections`).
+    /// `rabbitmqctl list_connections`) to the first of `settings`' nodes that answers:
+    /// a one-off session (a command, a probe). Long-lived components use
+    /// [`Session::open_on`].
     ///
     /// # Errors
-    /// When the broker is unreachable, refuses, or does not answer in time.
+    /// When no node is reachable, or none answers in time.
     pub async fn open(settings: &BrokerSettings, name: &str) -> Result<Self, Error> {
-        let connection = connect(settings, name).await?;
+        Self::open_on(&Arc::new(Nodes::new(settings)), settings, name).await
+    }
+
+    /// Connects under `name` to the first node of `nodes` that answers, starting at the
+    /// list's cursor (where the last lost session left it).
+    ///
+    /// # Errors
+    /// When no node is reachable, or none answers in time.
+    pub async fn open_on(
+        nodes: &Arc<Nodes>,
+        settings: &BrokerSettings,
+        name: &str,
+    ) -> Result<Self, Error> {
+        let (connection, node) = nodes.connect(name).await?;
         Ok(Self {
             connection,
             name: name.to_owned(),
             limit: settings.connect_timeout(),
+            nodes: Arc::clone(nodes),
+            node,
             channels: Mutex::new(Vec::new()),
         })
     }
@@ -80,6 +107,11 @@ impl Session {
     /// The connection's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The node connected to, safe to log (`host:port/vhost`, no credentials).
+    pub fn node(&self) -> &str {
+        self.nodes.label(self.node)
     }
 
     async fn channel(&self) -> Result<Channel, Error> {
@@ -94,22 +126,18 @@ impl Session {
     }
 
     /// Declares `topology`'s exchanges and dead-letter queue, and the work queues of
-    /// `queues` (idempotent), on a channel closed afterwards.
+    /// `queues` (idempotent), each on a channel of its own that is closed afterwards (a
+    /// refused declaration closes only its own channel). Quorum queues get the
+    /// topology's initial group size; a queue that exists with another one is kept.
     ///
     /// # Errors
     /// When the broker refuses (e.g. a queue exists with other arguments) or times out.
     pub async fn declare(&self, topology: &Topology, queues: &[&str]) -> Result<(), Error> {
-        let channel = self.channel().await?;
-        let declared = async {
-            with_limit(self.limit, topology.declare_base(&channel)).await?;
-            for queue in queues {
-                with_limit(self.limit, topology.declare_queue(&channel, queue)).await?;
-            }
-            Ok(())
+        with_limit(self.limit, topology.declare_base(&self.connection)).await?;
+        for queue in queues {
+            with_limit(self.limit, topology.declare_queue(&self.connection, queue)).await?;
         }
-        .await;
-        close_channel(&channel, self.limit).await;
-        declared
+        Ok(())
     }
 
     /// Subscribes to the AMQP queue `queue` on a channel of its own, with a prefetch of
@@ -225,6 +253,14 @@ impl Session {
         )
         .await;
         close_connection(&self.connection, self.limit).await;
+    }
+
+    /// Ends a session that failed (its node died, stopped, or cannot serve the
+    /// queues): closes what is left of it like [`Session::close`], and moves the node
+    /// list on, so that the next session opened on it starts at the next node.
+    pub async fn lost(self) {
+        self.nodes.lost(self.node);
+        self.close().await;
     }
 }
 

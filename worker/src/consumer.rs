@@ -3,7 +3,8 @@
 //! one task per delivery (tracked, so shutdown can wait for it) that waits for one of the
 //! queue's running slots, and a reconnect loop with backoff
 //! and jitter that re-declares the topology and re-subscribes after any loss (a dropped
-//! connection, a server-side consumer cancel).
+//! connection, a server-side consumer cancel). After a loss the next session starts at
+//! the next node of a cluster ([`broker::Nodes`]).
 //!
 //! Shutdown: stop consuming, let in-flight jobs finish within the grace period, leave
 //! the rest unacked (RabbitMQ redelivers them), close the connection, deregister.
@@ -11,7 +12,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use broker::{BrokerSettings, Consumer, Delivery, Session, Topology};
+use broker::{BrokerSettings, Consumer, Delivery, Nodes, Session, Topology};
 use futures_util::StreamExt;
 use futures_util::stream::{BoxStream, SelectAll};
 use jobs::{Registry, WorkerId};
@@ -29,6 +30,9 @@ pub struct Worker {
     status: Arc<WorkerStatus>,
     settings: WorkerSettings,
     broker: BrokerSettings,
+    /// The broker's nodes, shared by this worker's successive sessions: a lost
+    /// session moves the next one to the next node.
+    nodes: Arc<Nodes>,
     topology: Topology,
     store: Store,
     registry: Registry,
@@ -95,6 +99,7 @@ impl Worker {
         Self {
             status: Arc::new(WorkerStatus::default()),
             settings,
+            nodes: Arc::new(Nodes::new(&broker)),
             broker,
             topology,
             store,
@@ -231,7 +236,7 @@ impl Worker {
     ) -> SessionEnd {
         let session = match tokio::select! {
             () = shutdown.cancelled() => return SessionEnd::Shutdown,
-            s = Session::open(&self.broker, &self.name) => s,
+            s = Session::open_on(&self.nodes, &self.broker, &self.name) => s,
         } {
             Ok(s) => s,
             Err(e) => return SessionEnd::Lost(e.to_string()),
@@ -243,11 +248,13 @@ impl Worker {
         let mut streams = match subscribed {
             Ok(s) => s,
             Err(e) => {
-                session.close().await;
+                // Whatever went wrong (the node died, stopped, or cannot serve the
+                // queues), the next session starts at the next node.
+                session.lost().await;
                 return SessionEnd::Lost(e.to_string());
             }
         };
-        tracing::info!(worker = %self.name, "consuming");
+        tracing::info!(worker = %self.name, node = %session.node(), "consuming");
         for lane in lanes {
             metrics::gauge!("conveyor_worker_concurrency", "queue" => lane.queue.clone())
                 .set(f64::from(lane.concurrency));
@@ -265,11 +272,11 @@ impl Worker {
                 }
                 next = streams.next() => match next {
                     None => {
-                        session.close().await;
+                        session.lost().await;
                         return SessionEnd::Lost("every consumer ended".into());
                     }
                     Some((_, Err(e))) => {
-                        session.close().await;
+                        session.lost().await;
                         return SessionEnd::Lost(e.to_string());
                     }
                     Some((Source::Work(slots), Ok(delivery))) => {

@@ -107,6 +107,9 @@ impl Executor {
             }
             Some(Ok(Claim::Claimed(job))) => job,
             Some(Ok(Claim::Skip(state))) => {
+                // A redelivery (its first delivery's ack was lost with its connection, or
+                // the dispatcher republished an unconfirmed publish): settled already.
+                metrics::counter!("conveyor_duplicate_deliveries_total").increment(1);
                 tracing::debug!(%state, "duplicate delivery of a job that is not enqueued; skipping");
                 return Disposition::Ack;
             }
