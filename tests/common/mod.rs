@@ -3,6 +3,7 @@
 //! against the real Postgres and RabbitMQ. Helpers are named for what a user does.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+pub mod cluster;
 pub mod proxy;
 pub mod smtp;
 
@@ -636,6 +637,7 @@ pub fn database_name(settings: &Settings) -> String {
         .expose_secret()
         .rsplit('/')
         .next()
+        .and_then(|name| name.split('?').next())
         .unwrap_or_default()
         .to_owned()
 }
