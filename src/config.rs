@@ -169,6 +169,8 @@ impl Settings {
         if self.database.connect_options().is_err() {
             problems
                 .push("configuration key `database.url`: not a valid postgres:// URL".to_owned());
+        } else if let Err(e) = self.database.requires_read_write() {
+            problems.push(format!("configuration key `database.url`: {e}"));
         }
         problems.extend(self.broker.problems());
         for (i, hash) in self.producer.api_keys.iter().enumerate() {
@@ -369,6 +371,25 @@ mod tests {
             jail.set_env("CONVEYOR_BROKER__NODE_ORDER", "sideways");
             let err = Settings::load(&Sources::default()).unwrap_err().to_string();
             assert!(err.contains("`broker.node_order`"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn an_unsupported_target_session_attrs_names_the_database_url() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env(
+                "DATABASE_URL",
+                "postgres://u@db/conveyor?target_session_attrs=standby",
+            );
+            let err = Settings::load(&Sources::default()).unwrap_err().to_string();
+            assert!(err.contains("`database.url`: "), "{err}");
+            assert!(err.contains("target_session_attrs=standby"), "{err}");
+            jail.set_env(
+                "DATABASE_URL",
+                "postgres://u@db/conveyor?target_session_attrs=read-write",
+            );
+            assert!(Settings::load(&Sources::default()).is_ok());
             Ok(())
         });
     }
