@@ -246,10 +246,8 @@ async fn declarations_agree_across_nodes(cluster: &Cluster, namespace: &str) -> 
         refused
             .split(" - ")
             .nth(1)
+            .and_then(|r| r.split(" for queue").next())
             .unwrap_or(&refused)
-            .chars()
-            .take(60)
-            .collect::<String>()
     )
 }
 
