@@ -13,12 +13,13 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use broker::lapin::options::QueueDeclareOptions;
-use broker::lapin::types::{AMQPValue, FieldTable, LongString};
-use broker::{BrokerSettings, Topology};
+use broker::{BrokerSettings, Session, Topology};
 use common::cluster::Cluster;
 use common::{TestApp, free_port, spawn_app_with, terminate};
 use conveyor::app::Roles;
+use lapin::options::QueueDeclareOptions;
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{Connection, ConnectionProperties};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
@@ -154,26 +155,35 @@ async fn declarations_agree_across_nodes(cluster: &Cluster, namespace: &str) -> 
         url: SecretString::from(cluster.url(node).to_owned()),
         ..BrokerSettings::default()
     };
-    let a = broker::connect(&on("a"), "conveyor-test-declare")
+    let a = Session::open(&on("a"), "conveyor-test-declare")
         .await
         .expect("node a answers");
-    let b = broker::connect(&on("b"), "conveyor-test-declare")
+    let b = Session::open(&on("b"), "conveyor-test-declare")
         .await
         .expect("node b answers");
-    let c = broker::connect(&on("c"), "conveyor-test-declare")
+    let c = Session::open(&on("c"), "conveyor-test-declare")
         .await
         .expect("node c answers");
     let sized = |size: Option<u16>| Topology::new(namespace, 5).with_quorum_group_size(size);
 
-    sized(Some(3))
-        .declare_base(&a)
-        .await
-        .expect("base declared on a");
-    sized(Some(3))
-        .declare_queue(&a, "replicated")
+    a.declare(&sized(Some(3)), &["replicated"])
         .await
         .expect("declared on a with 3");
-    // RabbitMQ refuses a plain re-declaration with another group size...
+    // RabbitMQ refuses a plain re-declaration with another group size (the raw client:
+    // Conveyor's own declarations never send one the queue does not have)...
+    let raw_client = |node: &str| {
+        let url = cluster.url(node).to_owned();
+        async move {
+            Connection::connect(
+                &url,
+                ConnectionProperties::default().with_connection_name("conveyor-test-raw".into()),
+            )
+            .await
+            .expect("the node answers the raw client")
+        }
+    };
+    let raw_a = raw_client("a").await;
+    let raw_b = raw_client("b").await;
     let plain = format!("{namespace}.plain");
     let raw = |size: i32| {
         let mut args = FieldTable::default();
@@ -191,12 +201,13 @@ async fn declarations_agree_across_nodes(cluster: &Cluster, namespace: &str) -> 
         durable: true,
         ..Default::default()
     };
-    let channel = a.create_channel().await.expect("channel");
+    let channel = raw_a.create_channel().await.expect("channel");
     channel
         .queue_declare(plain.as_str().into(), durable, raw(3))
         .await
         .expect("plain queue");
-    let channel = b.create_channel().await.expect("channel");
+    let _ = channel.close(200, "declared".into()).await;
+    let channel = raw_b.create_channel().await.expect("channel");
     let refused = channel
         .queue_declare(plain.as_str().into(), durable, raw(2))
         .await
@@ -204,25 +215,22 @@ async fn declarations_agree_across_nodes(cluster: &Cluster, namespace: &str) -> 
         .to_string();
     assert!(refused.contains("x-quorum-initial-group-size"), "{refused}");
     // ...while Conveyor's declarations from other nodes, with another size or none, agree.
-    sized(Some(2))
-        .declare_queue(&b, "replicated")
+    b.declare(&sized(Some(2)), &["replicated"])
         .await
         .expect("re-declared on b with 2");
-    sized(None)
-        .declare_queue(&c, "replicated")
+    c.declare(&sized(None), &["replicated"])
         .await
         .expect("re-declared on c with none");
     // A real difference is still reported.
     let other_limit = Topology::new(namespace, 7).with_quorum_group_size(Some(2));
-    let mismatch = other_limit
-        .declare_queue(&b, "replicated")
+    let mismatch = b
+        .declare(&other_limit, &["replicated"])
         .await
         .expect_err("another delivery limit is refused")
         .to_string();
     assert!(mismatch.contains("x-delivery-limit"), "{mismatch}");
     // The size decides how many nodes hold a new queue.
-    sized(Some(2))
-        .declare_queue(&b, "pair")
+    b.declare(&sized(Some(2)), &["pair"])
         .await
         .expect("declared on b with 2");
     let replicated = members(cluster, &format!("{namespace}.q.replicated")).await;
@@ -233,12 +241,13 @@ async fn declarations_agree_across_nodes(cluster: &Cluster, namespace: &str) -> 
     );
     assert_eq!(pair, 2, "a queue declared with size 2 has two members");
 
-    let channel = a.create_channel().await.expect("channel");
-    sized(None).delete(&channel, &["replicated", "pair"]).await;
-    let _ = channel
-        .queue_delete(plain.as_str().into(), Default::default())
+    a.delete_namespace(&sized(None), &["replicated", "pair"])
         .await;
-    for connection in [a, b, c] {
+    a.delete_queue(&plain).await;
+    for session in [a, b, c] {
+        session.close().await;
+    }
+    for connection in [raw_a, raw_b] {
         let _ = connection.close(200, "done".into()).await;
     }
     format!(
