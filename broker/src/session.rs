@@ -287,3 +287,47 @@ async fn with_limit<T>(
         .await
         .map_err(|_| Error::Timeout(limit))?
 }
+
+#[cfg(test)]
+mod tests {
+    use secrecy::SecretString;
+
+    use super::*;
+    use crate::settings::NodeOrder;
+
+    #[tokio::test]
+    async fn a_lost_session_moves_the_next_one_to_the_next_node_and_a_closed_one_does_not() {
+        let broker = std::env::var("CONVEYOR_TEST_AMQP")
+            .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+        // Two entries for the one test broker, told apart by their position.
+        let settings = BrokerSettings {
+            urls: vec![
+                SecretString::from(broker.clone()),
+                SecretString::from(broker),
+            ],
+            node_order: NodeOrder::Listed,
+            connect_timeout_ms: 5_000,
+            ..BrokerSettings::default()
+        };
+        let nodes = Arc::new(Nodes::new(&settings));
+
+        let first = Session::open_on(&nodes, &settings, "conveyor-session-test")
+            .await
+            .expect("the broker answers");
+        assert_eq!(first.node, 0, "a listed order starts at the first node");
+        first.close().await;
+        let again = Session::open_on(&nodes, &settings, "conveyor-session-test")
+            .await
+            .expect("the broker answers");
+        assert_eq!(again.node, 0, "a clean close keeps the node");
+        again.lost().await;
+        let next = Session::open_on(&nodes, &settings, "conveyor-session-test")
+            .await
+            .expect("the broker answers");
+        assert_eq!(
+            next.node, 1,
+            "after a lost session the next one starts at the next node"
+        );
+        next.close().await;
+    }
+}
