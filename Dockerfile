@@ -2,7 +2,8 @@
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked && cp target/release/conveyor /conveyor
+# The service only: the benchmark (`conveyor-bench`) stays out of the image.
+RUN cargo build --release --locked -p conveyor --bin conveyor && cp target/release/conveyor /conveyor
 
 FROM debian:bookworm-slim
 RUN useradd --system --uid 10001 conveyor

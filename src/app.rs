@@ -91,6 +91,7 @@ impl Running {
 /// The topology of `settings`.
 pub fn topology(settings: &Settings) -> Topology {
     Topology::new(settings.namespace.clone(), settings.broker.delivery_limit)
+        .with_quorum_group_size(settings.broker.quorum_group_size())
 }
 
 /// The kinds intake accepts under `settings` (used to validate `dead replay --args`).
@@ -231,7 +232,7 @@ pub async fn start_with(
         });
         let state = producer::AppState::new(
             store.clone(),
-            publisher,
+            Arc::clone(&publisher),
             Arc::new(catalog),
             settings.producer.clone(),
         )
@@ -262,9 +263,9 @@ pub async fn start_with(
             "intake listening"
         );
         tasks.spawn(async move {
-            producer::serve(listener, state, limits, token)
-                .await
-                .context("the intake failed")
+            let served = producer::serve(listener, state, limits, token).await;
+            publisher.close().await;
+            served.context("the intake failed")
         });
     }
 
@@ -278,11 +279,12 @@ pub async fn start_with(
             settings.dispatcher.clone(),
             settings.worker.lost_after(),
             store.clone(),
-            publisher,
+            Arc::clone(&publisher),
         );
         let token = shutdown.clone();
         tasks.spawn(async move {
             dispatcher.run(token).await;
+            publisher.close().await;
             Ok(())
         });
     }

@@ -6,7 +6,8 @@ use chrono::Utc;
 use store::{AuditAction, AuditQuery, AuditRecord, Store};
 
 use crate::cli::AuditCommand;
-use crate::ops::{print_json, table};
+use crate::ops::print_json;
+use crate::ops::render::table;
 
 /// Runs an `audit` subcommand.
 ///
@@ -51,7 +52,7 @@ pub async fn audit(store: &Store, command: AuditCommand) -> anyhow::Result<()> {
 
 /// The `audit list` table.
 pub fn render(rows: &[AuditRecord]) -> String {
-    let rows = rows
+    let rows: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
             let targets = match r.targets.as_slice() {
@@ -78,6 +79,6 @@ pub fn render(rows: &[AuditRecord]) -> String {
         &[
             "AT", "ACTOR", "ACTION", "COUNT", "TARGETS", "FILTER", "REQUEST",
         ],
-        rows,
+        &rows,
     )
 }

@@ -1,6 +1,7 @@
 //! The command line. Flags override the configuration file and the environment.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -14,6 +15,17 @@ use crate::telemetry::LogFormat;
 #[derive(Debug, Parser)]
 #[command(name = "conveyor", version, propagate_version = true)]
 pub struct Cli {
+    #[command(flatten)]
+    /// Options every command takes.
+    pub global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes (and `conveyor-bench` too).
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
     /// Configuration file (default: ./conveyor.toml when present).
     #[arg(long, global = true, env = "CONVEYOR_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -29,15 +41,54 @@ pub struct Cli {
     /// Postgres URL (overrides database.url).
     #[arg(long, global = true, value_name = "URL")]
     pub database_url: Option<String>,
-    /// RabbitMQ URL (overrides broker.url).
+    /// RabbitMQ URL of one node (overrides broker.url and any broker.urls).
     #[arg(long, global = true, value_name = "URL")]
     pub amqp_url: Option<String>,
     /// Prefix of every exchange and queue (overrides namespace).
     #[arg(long, global = true, value_name = "NAME")]
     pub namespace: Option<String>,
-    /// What to do.
-    #[command(subcommand)]
-    pub command: Command,
+}
+
+impl GlobalArgs {
+    /// The flags that override configuration, as (dotted key, value).
+    pub fn overrides(&self) -> Vec<(&'static str, Value)> {
+        let mut out = Vec::new();
+        if let Some(url) = &self.database_url {
+            out.push(("database.url", json!(url)));
+        }
+        if let Some(url) = &self.amqp_url {
+            out.push(("broker.url", json!(url)));
+            // One URL on the command line means that node, whatever cluster the file names.
+            out.push(("broker.urls", json!([])));
+        }
+        if let Some(ns) = &self.namespace {
+            out.push(("namespace", json!(ns)));
+        }
+        out
+    }
+
+    /// The same options as command-line flags, for a companion executable.
+    pub fn to_flags(&self) -> Vec<OsString> {
+        let mut flags = Vec::new();
+        let mut flag = |name: &str, value: OsString| {
+            flags.push(OsString::from(name));
+            flags.push(value);
+        };
+        if let Some(file) = &self.config {
+            flag("--config", file.clone().into_os_string());
+        }
+        flag("--log-format", self.log_format.as_str().into());
+        if let Some(url) = &self.database_url {
+            flag("--database-url", url.into());
+        }
+        if let Some(url) = &self.amqp_url {
+            flag("--amqp-url", url.into());
+        }
+        if let Some(ns) = &self.namespace {
+            flag("--namespace", ns.into());
+        }
+        flags
+    }
 }
 
 /// Subcommands.
@@ -82,49 +133,23 @@ pub enum Command {
     Demo(DemoCommand),
     /// Measure throughput and latency over real HTTP (starting Conveyor on a throwaway
     /// database unless --url), and with --baseline the raw pipeline it is built on.
-    Bench(BenchArgs),
+    /// Runs the `conveyor-bench` executable built beside `conveyor` (`cargo build
+    /// --release` builds both); `conveyor bench --help` lists its options.
+    #[command(disable_help_flag = true)]
+    Bench(BenchCommand),
 }
 
-/// `conveyor bench`.
+/// `conveyor bench`: everything after `bench` goes to `conveyor-bench`.
 #[derive(Debug, Args)]
-pub struct BenchArgs {
-    /// Jobs to enqueue.
-    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
-    pub jobs: u64,
-    /// Kind to run: noop or order.process.
-    #[arg(long, default_value = "noop", value_parser = ["noop", "order.process"])]
-    pub kind: String,
-    /// Concurrent HTTP clients.
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=4096))]
-    pub concurrency: u64,
-    /// Use the batch endpoint with this many jobs per request.
-    #[arg(long, value_name = "B", value_parser = clap::value_parser!(u64).range(1..=1000))]
-    pub batch: Option<u64>,
-    /// Open loop: requests started per second (latency at a fixed load).
-    #[arg(long, value_name = "R")]
-    pub rate: Option<f64>,
-    /// Worker processes to start (0: workers in this process).
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=64))]
-    pub workers: u64,
-    /// Worker concurrency per queue.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=10_000))]
-    pub worker_concurrency: u16,
-    /// Jobs run first, the same way, and left out of every figure: the measured run
-    /// starts with open connections and prepared statements (steady state).
-    #[arg(long, default_value_t = 1000, value_name = "N")]
-    pub warmup: u64,
-    /// Also measure the raw pipeline and print Conveyor's throughput as a ratio of it.
-    #[arg(long)]
-    pub baseline: bool,
-    /// Drive a running intake instead of starting one (database.url must be its ledger).
-    #[arg(long, value_name = "URL")]
-    pub url: Option<String>,
-    /// API key for --url.
-    #[arg(long, value_name = "KEY", env = "CONVEYOR_BENCH_API_KEY")]
-    pub api_key: Option<String>,
-    /// Also write the report as JSON to this file.
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
+pub struct BenchCommand {
+    /// Options for conveyor-bench (`conveyor bench --help` lists them).
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        num_args = 0..,
+        value_name = "OPTIONS"
+    )]
+    pub args: Vec<OsString>,
 }
 
 /// `conveyor demo`.
@@ -470,16 +495,7 @@ fn parse_queue(text: &str) -> Result<(String, u16), String> {
 impl Cli {
     /// The flags that override configuration, as (dotted key, value).
     pub fn overrides(&self) -> Vec<(&'static str, Value)> {
-        let mut out = Vec::new();
-        if let Some(url) = &self.database_url {
-            out.push(("database.url", json!(url)));
-        }
-        if let Some(url) = &self.amqp_url {
-            out.push(("broker.url", json!(url)));
-        }
-        if let Some(ns) = &self.namespace {
-            out.push(("namespace", json!(ns)));
-        }
+        let mut out = self.global.overrides();
         let (producer, worker) = match &self.command {
             Command::Run(args) => (Some(&args.producer), Some(&args.worker)),
             Command::Producer(args) => (Some(args), None),
@@ -607,6 +623,31 @@ mod tests {
         assert_eq!(kinds, ["order.*", "billing.*"]);
         assert_eq!(expires.as_deref(), Some("90d"));
         assert!(Cli::try_parse_from(["conveyor", "keys", "create", "--role", "admin"]).is_err());
+    }
+
+    #[test]
+    fn bench_passes_every_argument_on_and_global_flags_stay_global() {
+        let cli = Cli::try_parse_from([
+            "conveyor",
+            "--namespace",
+            "ns1",
+            "bench",
+            "--jobs",
+            "5",
+            "--help",
+        ])
+        .unwrap();
+        let Command::Bench(bench) = &cli.command else {
+            panic!("parsed as {:?}", cli.command);
+        };
+        assert_eq!(bench.args, ["--jobs", "5", "--help"]);
+        let flags = cli.global.to_flags();
+        assert_eq!(
+            flags,
+            ["--log-format", "pretty", "--namespace", "ns1"].map(OsString::from)
+        );
+        let bare = Cli::try_parse_from(["conveyor", "bench"]).unwrap();
+        assert!(matches!(bare.command, Command::Bench(BenchCommand { args }) if args.is_empty()));
     }
 
     #[test]

@@ -90,12 +90,17 @@ impl Settings {
                     .only(&["DATABASE_URL"])
                     .map(|_| "database.url".into()),
             )
-            .merge(Env::raw().only(&["AMQP_URL"]).map(|_| "broker.url".into()))
-            .merge(
-                Env::prefixed("CONVEYOR_")
-                    .split("__")
-                    .ignore(&["config", "log_format"]),
-            );
+            .merge(Env::raw().only(&["AMQP_URL"]).map(|_| "broker.url".into()));
+        if std::env::var_os("AMQP_URL").is_some() {
+            // AMQP_URL names one node and outranks the file: a cluster the file lists
+            // gives way to it (CONVEYOR_BROKER__URLS, merged next, still outranks both).
+            figment = figment.merge(Serialized::default("broker.urls", Vec::<String>::new()));
+        }
+        figment = figment.merge(
+            Env::prefixed("CONVEYOR_")
+                .split("__")
+                .ignore(&["config", "log_format"]),
+        );
         for (key, value) in &sources.overrides {
             figment = figment.merge(Serialized::default(key, value));
         }
@@ -164,10 +169,10 @@ impl Settings {
         if self.database.connect_options().is_err() {
             problems
                 .push("configuration key `database.url`: not a valid postgres:// URL".to_owned());
+        } else if let Err(e) = self.database.requires_read_write() {
+            problems.push(format!("configuration key `database.url`: {e}"));
         }
-        if !self.broker.url_is_valid() {
-            problems.push("configuration key `broker.url`: not a valid amqp:// URL".to_owned());
-        }
+        problems.extend(self.broker.problems());
         for (i, hash) in self.producer.api_keys.iter().enumerate() {
             if !producer::auth::valid_hash(hash) {
                 problems.push(format!(
@@ -274,6 +279,7 @@ impl Settings {
 #[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
+    use secrecy::ExposeSecret;
 
     #[test]
     fn defaults_point_at_localhost() {
@@ -302,7 +308,6 @@ mod tests {
             jail.set_env("CONVEYOR_DATABASE__URL", "postgres://b@localhost/prefixed");
             let settings = Settings::load(&Sources::default()).unwrap();
             assert_eq!(settings.namespace, "fromenv");
-            use secrecy::ExposeSecret;
             assert!(settings.database.url.expose_secret().ends_with("/prefixed"));
 
             let cli = Sources {
@@ -342,6 +347,97 @@ mod tests {
             let err = Settings::load(&Sources::default()).unwrap_err().to_string();
             assert!(err.contains("`namespace`"), "{err}");
             assert!(err.contains("`broker.url`"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_cluster_is_configured_by_urls_and_a_bad_entry_is_named_by_index() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "conveyor.toml",
+                "[broker]\nurls = [\"amqp://u:p@rmq-a:5672/%2f\", \"amqp://u:p@rmq-b:5672/%2f\", \"amqp://u:p@rmq-c:5672/%2f\"]\n",
+            )?;
+            let settings = Settings::load(&Sources::default()).unwrap();
+            assert_eq!(settings.broker.node_urls().len(), 3);
+            assert_eq!(settings.broker.quorum_group_size(), Some(3));
+            assert_eq!(settings.broker.node_order, broker::NodeOrder::Random);
+
+            jail.set_env(
+                "CONVEYOR_BROKER__URLS",
+                "[\"amqp://u:p@rmq-a:5672/%2f\", \"rmq-b:5672\"]",
+            );
+            jail.set_env("CONVEYOR_BROKER__QUORUM_GROUP_SIZE", "0");
+            let err = Settings::load(&Sources::default()).unwrap_err().to_string();
+            assert!(err.contains("`broker.urls[1]`: not an amqp://"), "{err}");
+            assert!(!err.contains("`broker.urls[0]`"), "{err}");
+            assert!(
+                err.contains("`broker.quorum_group_size`: must be at least 1"),
+                "{err}"
+            );
+
+            jail.set_env("CONVEYOR_BROKER__URLS", "[\"amqp://u:p@rmq-a:5672/%2f\"]");
+            jail.set_env("CONVEYOR_BROKER__QUORUM_GROUP_SIZE", "3");
+            jail.set_env("CONVEYOR_BROKER__NODE_ORDER", "sideways");
+            let err = Settings::load(&Sources::default()).unwrap_err().to_string();
+            assert!(err.contains("`broker.node_order`"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn an_unsupported_target_session_attrs_names_the_database_url() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env(
+                "DATABASE_URL",
+                "postgres://u@db/conveyor?target_session_attrs=standby",
+            );
+            let err = Settings::load(&Sources::default()).unwrap_err().to_string();
+            assert!(err.contains("`database.url`: "), "{err}");
+            assert!(err.contains("target_session_attrs=standby"), "{err}");
+            jail.set_env(
+                "DATABASE_URL",
+                "postgres://u@db/conveyor?target_session_attrs=read-write",
+            );
+            assert!(Settings::load(&Sources::default()).is_ok());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn amqp_url_in_the_environment_outranks_a_cluster_in_the_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "conveyor.toml",
+                "[broker]\nurls = [\"amqp://rmq-a\", \"amqp://rmq-b\"]\n",
+            )?;
+            jail.set_env("AMQP_URL", "amqp://from-env:5672");
+            let settings = Settings::load(&Sources::default()).unwrap();
+            let nodes = settings.broker.node_urls();
+            assert_eq!(nodes.len(), 1);
+            assert_eq!(nodes[0].1.expose_secret(), "amqp://from-env:5672");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_amqp_url_flag_replaces_configured_cluster_urls() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "conveyor.toml",
+                "[broker]\nurls = [\"amqp://rmq-a\", \"amqp://rmq-b\"]\n",
+            )?;
+            let sources = Sources {
+                file: None,
+                overrides: vec![
+                    ("broker.url", serde_json::json!("amqp://only:5672")),
+                    ("broker.urls", serde_json::json!([])),
+                ],
+            };
+            let settings = Settings::load(&sources).unwrap();
+            let nodes = settings.broker.node_urls();
+            assert_eq!(nodes.len(), 1);
+            assert_eq!(nodes[0].1.expose_secret(), "amqp://only:5672");
             Ok(())
         });
     }

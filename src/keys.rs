@@ -9,7 +9,8 @@ use store::{ApiKeyRecord, RevokeOutcome, Store};
 use uuid::Uuid;
 
 use crate::cli::KeysCommand;
-use crate::ops::{default_actor, print_json, table};
+use crate::ops::render::table;
+use crate::ops::{default_actor, print_json};
 
 /// Runs a `keys` subcommand other than `new`.
 ///
@@ -128,7 +129,7 @@ fn list(items: &[String]) -> String {
 
 /// The `keys list` table: one key a line, with its state at `now`.
 pub fn render_keys(keys: &[ApiKeyRecord], now: chrono::DateTime<Utc>) -> String {
-    let rows = keys
+    let rows: Vec<Vec<String>> = keys
         .iter()
         .map(|k| {
             let state = if k.revoked_at.is_some() {
@@ -165,7 +166,7 @@ pub fn render_keys(keys: &[ApiKeyRecord], now: chrono::DateTime<Utc>) -> String 
             "EXPIRES",
             "LAST USED",
         ],
-        rows,
+        &rows,
     )
 }
 

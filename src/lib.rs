@@ -6,9 +6,11 @@
 //! # Layout
 //! - [`config`] — [`Settings`](config::Settings), layered with figment.
 //! - [`cli`] — the clap command line.
-//! - [`bench`] — `conveyor bench`: throughput, latency and the raw-pipeline baseline.
+//! - [`sibling`] — companion executables run as subcommands (`conveyor bench` runs
+//!   `conveyor-bench`).
 //! - [`app`] — starting and stopping roles.
-//! - [`ops`] — operator commands: dead letters and jobs.
+//! - [`ops`] — operator commands (dead letters, jobs, stats): values and their one
+//!   renderer.
 //! - [`schedules`] — `[[schedules]]` in the configuration and the `schedules` commands.
 //! - [`keys`] — `conveyor keys create|list|revoke`.
 //! - [`audit`] — `conveyor audit list`.
@@ -16,10 +18,10 @@
 
 pub mod app;
 pub mod audit;
-pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod keys;
 pub mod ops;
 pub mod schedules;
+pub mod sibling;
 pub mod telemetry;

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format);
+    telemetry::init(cli.global.log_format);
     let code = match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -27,6 +27,12 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Bench(bench) = cli.command {
+        // The bench is its own executable; it loads the configuration itself.
+        let mut args = cli.global.to_flags();
+        args.extend(bench.args);
+        match conveyor::sibling::exec("bench", "conveyor-bench", args)? {}
+    }
     if let Command::Keys(KeysCommand::New) = cli.command {
         let (key, hash) = producer::auth::new_key()
             .map_err(|_| anyhow::anyhow!("the system random source failed"))?;
@@ -42,7 +48,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         return Ok(());
     }
     let sources = Sources {
-        file: cli.config.as_deref(),
+        file: cli.global.config.as_deref(),
         overrides: cli.overrides(),
     };
     let settings = Settings::load(&sources)?;
@@ -68,32 +74,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let store = store::Store::connect(&settings.database)?;
             return conveyor::audit::audit(&store, command).await;
         }
-        Command::Bench(args) => {
-            let options = conveyor::bench::BenchOptions {
-                jobs: usize::try_from(args.jobs).unwrap_or(usize::MAX),
-                kind: args.kind,
-                concurrency: usize::try_from(args.concurrency).unwrap_or(1),
-                batch: args.batch.and_then(|b| usize::try_from(b).ok()),
-                rate: args.rate,
-                workers: usize::try_from(args.workers).unwrap_or(0),
-                worker_concurrency: args.worker_concurrency,
-                warmup: usize::try_from(args.warmup).unwrap_or(usize::MAX),
-                baseline: args.baseline,
-                url: args.url,
-                api_key: args.api_key,
-                json: args.json,
-            };
-            let report = conveyor::bench::run(settings, options).await?;
-            print!("{}", conveyor::bench::summary(&report));
-            if report.missing != 0 || report.completed_twice != 0 {
-                anyhow::bail!(
-                    "{} job(s) missing, {} completed twice",
-                    report.missing,
-                    report.completed_twice
-                );
-            }
-            return Ok(());
-        }
+        Command::Bench(_) => return Ok(()),
         Command::Stats { json, watch } => {
             let store = store::Store::connect(&settings.database)?;
             return ops::stats(&store, &settings, json, watch).await;

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::SchedulesCommand;
 use crate::config::{ConfigError, Settings};
-use crate::ops::table;
+use crate::ops::render::table;
 
 /// Checks every configured schedule (cron, time zone, kind, args for the kind, queue,
 /// limits, unique names) and resolves the kinds' defaults. Every problem is reported,
@@ -112,7 +112,7 @@ fn next_local(record: &ScheduleRecord) -> Option<String> {
 
 /// Renders `schedules list` as a table.
 pub fn render_list(schedules: &[ScheduleRecord]) -> String {
-    let rows = schedules
+    let rows: Vec<Vec<String>> = schedules
         .iter()
         .map(|s| {
             vec![
@@ -132,7 +132,7 @@ pub fn render_list(schedules: &[ScheduleRecord]) -> String {
         &[
             "NAME", "CRON", "TIMEZONE", "KIND", "STATE", "NEXT", "FIRED", "MISSED", "SKIPPED",
         ],
-        rows,
+        &rows,
     )
 }
 
@@ -166,7 +166,7 @@ pub fn render_show(s: &ScheduleRecord, jobs: &[jobs::JobRecord]) -> String {
     );
     if !jobs.is_empty() {
         out.push('\n');
-        let rows = jobs
+        let rows: Vec<Vec<String>> = jobs
             .iter()
             .map(|j| {
                 vec![
@@ -179,7 +179,7 @@ pub fn render_show(s: &ScheduleRecord, jobs: &[jobs::JobRecord]) -> String {
                 ]
             })
             .collect();
-        out.push_str(&table(&["SLOT", "JOB", "STATE", "ATTEMPT"], rows));
+        out.push_str(&table(&["SLOT", "JOB", "STATE", "ATTEMPT"], &rows));
     }
     out
 }

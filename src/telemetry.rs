@@ -13,6 +13,16 @@ pub enum LogFormat {
     Json,
 }
 
+impl LogFormat {
+    /// The name `--log-format` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Pretty => "pretty",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
 /// Installs the global subscriber once. Later calls do nothing (tests call it often).
 /// With the `otlp` feature and `OTEL_EXPORTER_OTLP_ENDPOINT` set, spans are also
 /// exported over OTLP/HTTP (call [`shutdown`] before exiting to flush them).

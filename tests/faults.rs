@@ -456,3 +456,250 @@ async fn thousands_of_orders_survive_worker_kills_connection_closes_and_a_databa
     }
     app.teardown().await;
 }
+
+#[tokio::test]
+async fn a_server_side_close_of_the_workers_connection_is_logged_as_an_error() {
+    let app = spawn_app_with(|_| {}, Roles::INTAKE).await;
+    let name = format!("{}-closed", app.settings.namespace);
+    let (mut worker, output) =
+        app.spawn_child_with_output(&["worker"], &[("CONVEYOR_WORKER__NAME", name.clone())]);
+    let first = app.enqueue(common::noop()).await;
+    app.wait_for_state(&first, "completed").await;
+    assert!(
+        output.errors().is_empty(),
+        "nothing failed yet: {:?}",
+        output.errors()
+    );
+
+    let closed = app.close_broker_connections(&name).await;
+    let errors = output.wait_for_error(Duration::from_secs(30)).await;
+    let id = app.enqueue(common::noop()).await;
+    app.wait_for_state_within(&id, "completed", Duration::from_secs(60))
+        .await;
+
+    println!("injected: {closed} server-side close; logged: {errors:?}");
+    assert_eq!(closed, 1, "the worker's connection was found and closed");
+    assert!(
+        errors
+            .iter()
+            .any(|l| l.contains("CONNECTION_FORCED") || l.contains("Connection")),
+        "the error names the connection's loss: {errors:?}"
+    );
+    terminate(&worker);
+    assert!(worker.wait().await.unwrap().success());
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn a_postgres_failover_behind_a_proxy_costs_503s_and_delay_but_loses_and_doubles_nothing() {
+    const ORDERS: u64 = 600;
+    const POSTGRES: &str = "127.0.0.1:5432";
+    let app = spawn_app_with(|_| {}, Roles::NONE).await;
+    app.seed_products(
+        "sku,name,unit_price_minor,currency,stock\nPLENTY,Plenty,250,USD,1000000\nSCARCE,Scarce,990,USD,400\n",
+    )
+    .await;
+    // What a managed failover looks like to a client: the primary's address stops
+    // answering (every connection cut, new ones refused), then answers again.
+    let proxy = Proxy::start(POSTGRES.parse().unwrap()).await;
+    let database = proxy.url_for(
+        secrecy::ExposeSecret::expose_secret(&app.settings.database.url),
+        POSTGRES,
+    );
+    assert_ne!(
+        database,
+        secrecy::ExposeSecret::expose_secret(&app.settings.database.url),
+        "the test database is reached through the proxy"
+    );
+    let through_proxy = [
+        ("CONVEYOR_DATABASE__URL", database),
+        ("CONVEYOR_DATABASE__ACQUIRE_TIMEOUT_MS", "2000".to_owned()),
+    ];
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut intake = app.spawn_child(
+        &["producer", "--listen", &format!("127.0.0.1:{port}")],
+        &through_proxy,
+    );
+    let mut worker = app.spawn_child(&["worker", "--queues", "orders=8,emails=4"], &through_proxy);
+    app.wait_ready(&base).await;
+    app.wait_until_consuming("orders").await;
+
+    let refused = std::sync::atomic::AtomicU32::new(0);
+    let started = tokio::time::Instant::now();
+    let load = async {
+        use futures_util::StreamExt;
+        futures_util::stream::iter(0..ORDERS)
+            .map(|i| {
+                // ~100 orders a second, so the outage lands mid-load.
+                let at = started + Duration::from_millis(10 * i);
+                let order_id = format!("PG-{i:04}");
+                let body = json!({"kind": "order.process", "args": {
+                    "order_id": order_id,
+                    "customer": {"email": format!("buyer{i}@example.com"), "name": "Buyer"},
+                    "items": [{"sku": "PLENTY", "quantity": 1 + i % 3}, {"sku": "SCARCE", "quantity": 1}],
+                }});
+                let client = app.client.clone();
+                let base = base.clone();
+                let refused = &refused;
+                async move {
+                    tokio::time::sleep_until(at).await;
+                    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+                    loop {
+                        let response = client
+                            .post(format!("{base}/v1/jobs"))
+                            .header("idempotency-key", &order_id)
+                            .json(&body)
+                            .send()
+                            .await
+                            .expect("the intake answers while the database is away");
+                        match response.status().as_u16() {
+                            200 | 202 => return,
+                            503 => {
+                                assert!(
+                                    response.headers().contains_key("retry-after"),
+                                    "a 503 carries Retry-After"
+                                );
+                                refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                            other => panic!("only 503 may refuse a valid order, got {other}"),
+                        }
+                        assert!(tokio::time::Instant::now() < deadline, "order {order_id} never accepted");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            })
+            .buffer_unordered(32)
+            .collect::<Vec<()>>()
+            .await
+    };
+    let outage = async {
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let before = app
+            .count(
+                "SELECT count(*) FROM jobs WHERE kind = 'order.process' AND state <> 'completed'",
+            )
+            .await;
+        proxy.set(Mode::Refuse);
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        proxy.set(Mode::Pass);
+        before
+    };
+    let (_, waiting_at_outage) = tokio::join!(load, outage);
+
+    app.wait_for_count(
+        "SELECT count(*) FROM jobs WHERE state NOT IN ('completed', 'dead', 'cancelled')",
+        0,
+        Duration::from_secs(180),
+    )
+    .await;
+    let refused = refused.into_inner();
+    let order_jobs = app
+        .count("SELECT count(*) FROM jobs WHERE kind = 'order.process'")
+        .await;
+    let completed = app
+        .count("SELECT count(*) FROM jobs WHERE kind = 'order.process' AND state = 'completed'")
+        .await;
+    let placed = app.count("SELECT count(*) FROM orders").await;
+    let doubled = app
+        .count(
+            "SELECT count(*) FROM (SELECT job_id FROM job_attempts WHERE outcome = 'completed' \
+             GROUP BY job_id HAVING count(*) > 1) d",
+        )
+        .await;
+    let scarce_taken = 400 - i64::from(app.stock_of("SCARCE").await);
+    let scarce_sold = app.count("SELECT COALESCE(sum(quantity), 0)::bigint FROM order_items i JOIN orders o USING (order_id) WHERE o.status = 'confirmed' AND i.sku = 'SCARCE'").await;
+    let plenty_taken = 1_000_000 - i64::from(app.stock_of("PLENTY").await);
+    let plenty_sold = app.count("SELECT COALESCE(sum(quantity), 0)::bigint FROM order_items i JOIN orders o USING (order_id) WHERE o.status = 'confirmed' AND i.sku = 'PLENTY'").await;
+    println!(
+        "injected: the database's address refused every connection for 4 s mid-load ({waiting_at_outage} orders unfinished then); \
+         counted: {ORDERS} accepted after {refused} retryable 503s, order jobs {order_jobs}, completed {completed}, placed {placed}, \
+         doubled {doubled}, lost {}, SCARCE taken {scarce_taken} / sold {scarce_sold}",
+        ORDERS as i64 - completed
+    );
+    assert!(
+        refused >= 1,
+        "the outage was answered with 503s at the intake"
+    );
+    assert_eq!(order_jobs, ORDERS as i64, "one job per order id");
+    assert_eq!(completed, ORDERS as i64, "every accepted order completed");
+    assert_eq!(placed, ORDERS as i64, "each order recorded once");
+    assert_eq!(doubled, 0, "no job completed twice");
+    assert_eq!(
+        scarce_taken, scarce_sold,
+        "SCARCE stock moved exactly as sold"
+    );
+    assert_eq!(
+        plenty_taken, plenty_sold,
+        "PLENTY stock moved exactly as sold"
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM jobs WHERE kind = 'email.send' AND state = 'completed'")
+            .await,
+        ORDERS as i64,
+        "one email job per order, each completed"
+    );
+
+    terminate(&intake);
+    assert!(intake.wait().await.unwrap().success());
+    terminate(&worker);
+    assert!(worker.wait().await.unwrap().success());
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn with_target_session_attrs_read_write_a_read_only_server_costs_503s_until_a_primary_answers()
+ {
+    let app = spawn_app_with(
+        |s| {
+            let url = format!(
+                "{}?target_session_attrs=read-write",
+                secrecy::ExposeSecret::expose_secret(&s.database.url)
+            );
+            s.database.url = secrecy::SecretString::from(url);
+            s.database.acquire_timeout_ms = 2_000;
+        },
+        Roles::INTAKE,
+    )
+    .await;
+    app.enqueue(common::noop()).await;
+    let name = app.database_name();
+
+    // What the old primary looks like right after a failover: it answers, read-only.
+    common::admin(&format!(
+        "ALTER DATABASE \"{name}\" SET default_transaction_read_only = on"
+    ))
+    .await;
+    common::admin(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+    ))
+    .await;
+    let refused = app.post_job(&common::noop()).await;
+    let status = refused.status();
+    let retry_after = refused.headers().contains_key("retry-after");
+    common::admin(&format!(
+        "ALTER DATABASE \"{name}\" RESET default_transaction_read_only"
+    ))
+    .await;
+
+    println!("injected: the database accepts only read-only sessions; intake answered {status}");
+    assert_eq!(status, 503, "a read-only server is not a primary");
+    assert!(retry_after, "503 carries Retry-After");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if app.post_job(&common::noop()).await.status() == 202 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "intake never recovered once the primary answered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        app.count("SELECT count(*) FROM jobs").await,
+        2,
+        "the refused request stored nothing"
+    );
+    app.teardown().await;
+}

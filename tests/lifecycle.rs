@@ -378,3 +378,111 @@ async fn confirmed_publishes_are_noted_late_and_whatever_is_pending_when_the_int
     }
     app.teardown().await;
 }
+
+#[tokio::test]
+async fn cli_commands_and_a_clean_shutdown_log_no_error() {
+    let app = spawn_app_with(|_| {}, Roles::INTAKE).await;
+    // Work in a queue, so `stats` asks the broker for its consumers.
+    let waiting = app.enqueue(noop()).await;
+    let failed = app
+        .enqueue(json!({"kind": "test.fail", "args": {"message": "no"}}))
+        .await;
+
+    for args in [
+        &["stats"][..],
+        &["stats", "--json"],
+        &["jobs", "show", &waiting],
+        &["dead", "list"],
+    ] {
+        let (ok, stdout, stderr) = app.cli(args).await;
+        assert!(ok, "conveyor {args:?} failed: {stderr}");
+        let errors: Vec<&str> = stdout
+            .lines()
+            .chain(stderr.lines())
+            .filter(|line| common::is_error_log(line))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "conveyor {args:?} logged errors: {errors:?}"
+        );
+    }
+
+    // Every role in one process: intake, dispatcher and worker, stopped by SIGTERM.
+    let port = common::free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let (mut child, output) = app.spawn_child_with_output(
+        &["run", "--no-migrate"],
+        &[("CONVEYOR_PRODUCER__LISTEN", format!("127.0.0.1:{port}"))],
+    );
+    app.wait_ready(&base).await;
+    app.wait_for_state(&waiting, "completed").await;
+    app.wait_for_state(&failed, "dead").await;
+    let id = app
+        .client
+        .post(format!("{base}/v1/jobs"))
+        .json(&noop())
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.wait_for_state(&id, "completed").await;
+    common::terminate(&child);
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .expect("the process stops within a minute")
+        .unwrap();
+    let lines = output.finished().await;
+
+    assert!(status.success(), "SIGTERM exits 0, got {status}");
+    assert!(
+        lines.iter().any(|l| l.contains("worker stopped")),
+        "the log was collected: {lines:?}"
+    );
+    let errors: Vec<&String> = lines.iter().filter(|l| common::is_error_log(l)).collect();
+    assert!(
+        errors.is_empty(),
+        "a clean run and shutdown logged errors: {errors:?}"
+    );
+    app.teardown().await;
+}
+
+#[tokio::test]
+async fn a_due_listener_wakes_when_work_becomes_due_and_reports_a_lost_connection() {
+    let app = spawn_app_with(|_| {}, Roles::INTAKE).await;
+    let later = app
+        .enqueue(json!({"kind": "noop", "delay_ms": 600_000}))
+        .await;
+    let mut listener = store::DueListener::connect(&app.store).await.unwrap();
+    assert_eq!(
+        listener.wait(Duration::from_millis(200)).await.unwrap(),
+        store::Wake::TimedOut,
+        "nothing became due"
+    );
+
+    let (ok, _, stderr) = app.cli(&["jobs", "retry", &later]).await;
+    assert!(ok, "jobs retry failed: {stderr}");
+    assert_eq!(
+        listener.wait(Duration::from_secs(30)).await.unwrap(),
+        store::Wake::Notified
+    );
+
+    common::admin(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = '{}' AND query LIKE 'LISTEN%'",
+        app.database_name()
+    ))
+    .await;
+    let after = listener.wait(Duration::from_secs(30)).await;
+    assert!(
+        matches!(after, Ok(store::Wake::Lost) | Err(_)),
+        "a terminated listening connection is reported, got {after:?}"
+    );
+    // It holds one of the pool's connections, which teardown waits for.
+    drop(listener);
+    app.teardown().await;
+}

@@ -289,3 +289,49 @@ async fn two_worker_processes_share_a_load_and_stopping_one_loses_nothing() {
     assert!(second.wait().await.unwrap().success());
     app.teardown().await;
 }
+
+#[tokio::test]
+async fn rescuing_an_orphan_counts_in_conveyor_jobs_rescued_total() {
+    let app = spawn_app_with(|_| {}, Roles::ALL).await;
+    let scrape = || async {
+        let metrics = app
+            .client
+            .get(format!("{}/metrics", app.address))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        sample(&metrics, "conveyor_jobs_rescued_total ").unwrap_or(0.0)
+    };
+    // A job held by a worker that no longer exists (it never heartbeat): an orphan.
+    let id = app
+        .enqueue(json!({"kind": "noop", "delay_ms": 600_000}))
+        .await;
+    let before = scrape().await;
+    sqlx::query(
+        "UPDATE jobs SET state = 'running', attempt = 1, worker_id = gen_random_uuid(), \
+             started_at = now() - interval '1 hour' WHERE id = $1::uuid",
+    )
+    .bind(&id)
+    .execute(app.store.pool())
+    .await
+    .unwrap();
+
+    app.wait_for_state(&id, "completed").await;
+    let after = scrape().await;
+
+    assert!(
+        after >= before + 1.0,
+        "conveyor_jobs_rescued_total moved from {before} to {after}"
+    );
+    let outcomes: Vec<String> = app
+        .attempts(&id)
+        .await
+        .into_iter()
+        .map(|(_, outcome, _)| outcome)
+        .collect();
+    assert_eq!(outcomes, ["lost", "completed"]);
+    app.teardown().await;
+}

@@ -4,9 +4,11 @@
 //! that does not come in time is an error too, and the caller treats the job as
 //! unpublished (the dispatcher publishes it later; a duplicate message is harmless).
 //!
-//! The publisher connects lazily and reconnects on the next publish after a failure.
-//! While the broker is unreachable it fails fast (with a growing retry delay) instead of
-//! making every caller wait for a connect timeout.
+//! The publisher connects lazily and reconnects on the next publish after a failure,
+//! starting at the next node of a cluster ([`Nodes`]). While no node is reachable it
+//! fails fast (with a growing, jittered retry delay) instead of making every caller wait
+//! for a connect timeout. A publish in flight when its node dies gets no confirm: it
+//! fails (lost connection or timeout) and the job stays unpublished in the ledger.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -22,7 +24,9 @@ use lapin::{BasicProperties, Channel, Connection};
 use tokio::sync::{Mutex, Semaphore, SemaphorePermit};
 
 use crate::error::Error;
-use crate::settings::{BrokerSettings, bounded, connect};
+use crate::nodes::Nodes;
+use crate::session::{close_channel, close_connection};
+use crate::settings::{BrokerSettings, bounded};
 use crate::topology::Topology;
 
 const MIN_RETRY: Duration = Duration::from_millis(200);
@@ -32,6 +36,8 @@ struct Live {
     connection: Connection,
     channel: Channel,
     generation: u64,
+    /// The node connected to (an index into [`Publisher::nodes`]).
+    node: usize,
 }
 
 #[derive(Default)]
@@ -47,6 +53,7 @@ struct Slot {
 /// Publishes envelopes to their queues with confirms.
 pub struct Publisher {
     settings: BrokerSettings,
+    nodes: Nodes,
     topology: Topology,
     name: String,
     slot: Mutex<Slot>,
@@ -69,6 +76,7 @@ impl Publisher {
     pub fn new(settings: BrokerSettings, topology: Topology, name: impl Into<String>) -> Self {
         let permits = settings.max_in_flight.max(1);
         Self {
+            nodes: Nodes::new(&settings),
             settings,
             topology,
             name: name.into(),
@@ -115,6 +123,7 @@ impl Publisher {
             if live.channel.status().connected() && live.connection.status().connected() {
                 return Ok(Arc::clone(live));
             }
+            self.nodes.lost(live.node);
             slot.live = None;
         }
         if let Some(retry_at) = slot.retry_at {
@@ -124,7 +133,7 @@ impl Publisher {
             }
         }
         match self.open().await {
-            Ok((connection, channel)) => {
+            Ok((connection, channel, node)) => {
                 slot.generation += 1;
                 slot.retry_at = None;
                 slot.retry_delay = Duration::ZERO;
@@ -133,13 +142,14 @@ impl Publisher {
                     connection,
                     channel,
                     generation: slot.generation,
+                    node,
                 });
                 slot.live = Some(Arc::clone(&live));
                 if slot.generation > 1 {
                     metrics::counter!("conveyor_reconnects_total", "component" => "publisher")
                         .increment(1);
                 }
-                tracing::info!(connection = %self.name, "publisher connected to the broker");
+                tracing::info!(connection = %self.name, node = %self.nodes.label(node), "publisher connected to the broker");
                 Ok(live)
             }
             Err(e) => {
@@ -153,9 +163,9 @@ impl Publisher {
         }
     }
 
-    async fn open(&self) -> Result<(Connection, Channel), Error> {
+    async fn open(&self) -> Result<(Connection, Channel, usize), Error> {
         let limit = self.settings.connect_timeout();
-        let connection = connect(&self.settings, &self.name).await?;
+        let (connection, node) = self.nodes.connect(&self.name).await?;
         self.blocked.store(false, Ordering::Relaxed);
         let flag = Arc::clone(&self.blocked);
         let mut events = connection.events_listener();
@@ -177,19 +187,27 @@ impl Publisher {
             channel.confirm_select(ConfirmSelectOptions::default()),
         )
         .await?;
-        tokio::time::timeout(limit, self.topology.declare_base(&channel))
+        let declared = tokio::time::timeout(limit, self.topology.declare_base(&connection))
             .await
-            .map_err(|_| Error::Timeout(limit))??;
-        Ok((connection, channel))
+            .map_err(|_| Error::Timeout(limit))
+            .and_then(|r| r);
+        if let Err(e) = declared {
+            // A node that accepts connections but cannot declare (it lost the
+            // cluster's majority, say) is as good as down: try the next one next time.
+            self.nodes.lost(node);
+            let _ =
+                tokio::time::timeout(limit, connection.close(200, "declare failed".into())).await;
+            return Err(e);
+        }
+        Ok((connection, channel, node))
     }
 
     async fn forget(&self, generation: u64) {
         let mut slot = self.slot.lock().await;
-        if slot
-            .live
-            .as_ref()
-            .is_some_and(|l| l.generation == generation)
+        if let Some(live) = slot.live.as_ref()
+            && live.generation == generation
         {
+            self.nodes.lost(live.node);
             slot.live = None;
         }
     }
@@ -202,7 +220,7 @@ impl Publisher {
             }
         }
         let limit = self.settings.connect_timeout();
-        tokio::time::timeout(limit, self.topology.declare_queue(&live.channel, queue))
+        tokio::time::timeout(limit, self.topology.declare_queue(&live.connection, queue))
             .await
             .map_err(|_| Error::Timeout(limit))??;
         let mut slot = self.slot.lock().await;
@@ -212,17 +230,15 @@ impl Publisher {
         Ok(())
     }
 
-    /// Declares the work queue of `queue` (idempotent).
-    ///
-    /// # Errors
-    /// When the broker is unreachable or refuses.
-    pub async fn declare_queue(&self, queue: &str) -> Result<(), Error> {
-        let live = self.live().await?;
-        let result = self.ensure_queue(&live, queue).await;
-        if result.is_err() {
-            self.forget(live.generation).await;
+    /// Closes the channel, then the connection (each bounded), so that a clean
+    /// shutdown reports no error. A later publish connects again.
+    pub async fn close(&self) {
+        let live = self.slot.lock().await.live.take();
+        if let Some(live) = live {
+            let limit = self.settings.connect_timeout();
+            close_channel(&live.channel, limit).await;
+            close_connection(&live.connection, limit).await;
         }
-        result
     }
 
     /// Publishes one job's message and waits for the broker's confirm.
@@ -263,10 +279,13 @@ impl Publisher {
             return Err(Error::Blocked("connection.blocked".into()));
         }
         let result = self.publish_on(&live, envelope, traceparent).await;
-        if let Err(e) = &result
-            && matches!(e, Error::Lapin(_) | Error::Timeout(_))
-        {
-            self.forget(live.generation).await;
+        if let Err(e) = &result {
+            // No confirm: the job stays unpublished in the ledger, and the dispatcher
+            // publishes it after `dispatcher.unconfirmed_after_ms`.
+            metrics::counter!("conveyor_publish_unconfirmed_total").increment(1);
+            if matches!(e, Error::Lapin(_) | Error::Timeout(_)) {
+                self.forget(live.generation).await;
+            }
         }
         result
     }

@@ -8,6 +8,11 @@
 //! | dead-letter exchange | `{ns}.dead` | fanout, durable |
 //! | dead-letter queue | `{ns}.dead` | quorum |
 //!
+//! Quorum queues are declared with `x-quorum-initial-group-size` when the settings give
+//! one ([`Topology::with_quorum_group_size`]): how many nodes hold a replica of a *new*
+//! queue. It does nothing to a queue that exists (membership then changes only with
+//! `rabbitmq-queues grow`/`shrink`).
+//!
 //! Declaring is idempotent; a queue declared with other arguments is an error from the
 //! broker (PRECONDITION_FAILED), reported, never silently replaced.
 
@@ -16,7 +21,7 @@ use lapin::options::{
     QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{Channel, Connection, Queue};
+use lapin::{Channel, Connection};
 
 use crate::error::Error;
 
@@ -25,6 +30,7 @@ use crate::error::Error;
 pub struct Topology {
     namespace: String,
     delivery_limit: u32,
+    quorum_group_size: Option<u16>,
 }
 
 impl Topology {
@@ -34,7 +40,21 @@ impl Topology {
         Self {
             namespace: namespace.into(),
             delivery_limit,
+            quorum_group_size: None,
         }
+    }
+
+    /// The same topology, its quorum queues declared with `x-quorum-initial-group-size`
+    /// = `size` when given (else RabbitMQ's default: every node of the cluster).
+    #[must_use]
+    pub fn with_quorum_group_size(mut self, size: Option<u16>) -> Self {
+        self.quorum_group_size = size;
+        self
+    }
+
+    /// The `x-quorum-initial-group-size` declared, if any.
+    pub fn quorum_group_size(&self) -> Option<u16> {
+        self.quorum_group_size
     }
 
     /// The namespace prefix.
@@ -62,11 +82,13 @@ impl Topology {
         format!("{}.q.{queue}", self.namespace)
     }
 
-    /// Declares the exchanges and the dead-letter queue.
+    /// Declares the exchanges and the dead-letter queue, on a channel of its own (a
+    /// refused declaration closes its channel, never the caller's).
     ///
     /// # Errors
     /// When the broker refuses or the channel fails.
-    pub async fn declare_base(&self, channel: &Channel) -> Result<(), Error> {
+    pub(crate) async fn declare_base(&self, connection: &Connection) -> Result<(), Error> {
+        let channel = connection.create_channel().await?;
         let durable = ExchangeDeclareOptions {
             durable: true,
             ..ExchangeDeclareOptions::default()
@@ -87,26 +109,29 @@ impl Topology {
                 FieldTable::default(),
             )
             .await?;
+        close(&channel).await;
         let mut args = FieldTable::default();
         args.insert("x-queue-type".into(), text("quorum"));
-        declare_quorum(channel, &self.dead_queue(), args).await?;
-        channel
-            .queue_bind(
-                self.dead_queue().as_str().into(),
-                self.dead_exchange().as_str().into(),
-                "".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        Ok(())
+        self.declare_quorum(
+            connection,
+            &self.dead_queue(),
+            args,
+            &self.dead_exchange(),
+            "",
+        )
+        .await
     }
 
-    /// Declares the work queue of Conveyor queue `queue` and binds it.
+    /// Declares the work queue of Conveyor queue `queue` and binds it, on a channel of
+    /// its own.
     ///
     /// # Errors
-    /// When the broker refuses (e.g. the queue exists with other arguments).
-    pub async fn declare_queue(&self, channel: &Channel, queue: &str) -> Result<(), Error> {
+    /// When the broker refuses (e.g. the queue exists with another delivery limit).
+    pub(crate) async fn declare_queue(
+        &self,
+        connection: &Connection,
+        queue: &str,
+    ) -> Result<(), Error> {
         let name = self.queue(queue);
         let mut args = FieldTable::default();
         args.insert("x-queue-type".into(), text("quorum"));
@@ -119,23 +144,61 @@ impl Topology {
             "x-delivery-limit".into(),
             AMQPValue::LongInt(i32::try_from(self.delivery_limit).unwrap_or(i32::MAX)),
         );
-        declare_quorum(channel, &name, args).await?;
+        self.declare_quorum(connection, &name, args, &self.exchange(), queue)
+            .await
+    }
+
+    /// Declares quorum queue `name` with `args` plus this topology's group size, and
+    /// binds it to `exchange` with `routing_key`.
+    ///
+    /// RabbitMQ (3.10 and later) checks `x-quorum-initial-group-size` like any other
+    /// argument: re-declaring a queue that exists with another size, or without one,
+    /// is refused with PRECONDITION_FAILED. The size matters only when a queue is
+    /// created, so processes configured differently (or a deployment that grew from one
+    /// node to a cluster) must still agree: on that refusal the declaration is repeated
+    /// with the size the queue already has, which checks every other argument as usual.
+    async fn declare_quorum(
+        &self,
+        connection: &Connection,
+        name: &str,
+        args: FieldTable,
+        exchange: &str,
+        routing_key: &str,
+    ) -> Result<(), Error> {
+        let first = declare_sized(connection, name, args.clone(), self.quorum_group_size).await;
+        let channel = match first {
+            Ok(channel) => channel,
+            Err(e) => match existing_group_size(&e) {
+                Some(existing) => {
+                    tracing::info!(
+                        queue = name,
+                        configured = ?self.quorum_group_size,
+                        existing = ?existing,
+                        "the queue exists with another initial group size, which applies only \
+                         when a queue is created; keeping it (grow or shrink replicas with rabbitmq-queues)"
+                    );
+                    declare_sized(connection, name, args, existing).await?
+                }
+                None => return Err(e),
+            },
+        };
         channel
             .queue_bind(
-                name.as_str().into(),
-                self.exchange().as_str().into(),
-                queue.into(),
+                name.into(),
+                exchange.into(),
+                routing_key.into(),
                 QueueBindOptions::default(),
                 FieldTable::default(),
             )
             .await?;
+        close(&channel).await;
         Ok(())
     }
 
     /// Deletes a throwaway namespace (a test's, a benchmark's): the work queues named in
     /// `queues`, the dead-letter queue and both exchanges. Best effort: what is missing
     /// or fails is skipped.
-    pub async fn delete(&self, channel: &Channel, queues: &[&str]) {
+    pub(crate) async fn delete(&self, channel: &Channel, queues: &[&str]) {
         for queue in queues
             .iter()
             .map(|q| self.queue(q))
@@ -153,35 +216,59 @@ impl Topology {
     }
 }
 
-/// Declares a durable queue with `args` (which name its type).
-async fn declare_quorum(channel: &Channel, name: &str, args: FieldTable) -> Result<(), Error> {
+/// Declares durable queue `name` with `args` and, when given, an initial group size, on
+/// a new channel, which it returns.
+async fn declare_sized(
+    connection: &Connection,
+    name: &str,
+    mut args: FieldTable,
+    group_size: Option<u16>,
+) -> Result<Channel, Error> {
+    if let Some(size) = group_size {
+        args.insert(GROUP_SIZE.into(), AMQPValue::LongInt(i32::from(size)));
+    }
+    let channel = connection.create_channel().await?;
     let options = QueueDeclareOptions {
         durable: true,
         ..QueueDeclareOptions::default()
     };
     channel.queue_declare(name.into(), options, args).await?;
-    Ok(())
+    Ok(channel)
 }
 
-/// Looks at an existing queue (its ready messages and consumers) without declaring it.
-/// Uses a channel of its own: the broker closes the channel of a passive declare that
-/// names a missing queue.
-///
-/// # Errors
-/// The queue does not exist, or the broker failed.
-pub async fn inspect(connection: &Connection, name: &str) -> Result<Queue, Error> {
-    let channel = connection.create_channel().await?;
-    let queue = channel
-        .queue_declare(
-            name.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
+const GROUP_SIZE: &str = "x-quorum-initial-group-size";
+
+/// When `error` is RabbitMQ refusing a declaration because the queue exists with another
+/// `x-quorum-initial-group-size`: the size it has (`None`: declared without one).
+fn existing_group_size(error: &Error) -> Option<Option<u16>> {
+    let Error::Lapin(lapin) = error else {
+        return None;
+    };
+    parse_group_size_refusal(&lapin.to_string())
+}
+
+/// Reads RabbitMQ's "inequivalent arg 'x-quorum-initial-group-size' … but current is the
+/// value '3' of type …" (or "… but current is none").
+fn parse_group_size_refusal(message: &str) -> Option<Option<u16>> {
+    if !message.contains(&format!("inequivalent arg '{GROUP_SIZE}'")) {
+        return None;
+    }
+    let current = &message[message.find("but current is")? + "but current is".len()..];
+    if current.trim_start().starts_with("none") {
+        return Some(None);
+    }
+    let value = current.split('\'').nth(1)?;
+    value.parse().ok().map(Some)
+}
+
+async fn close(channel: &Channel) {
+    if channel.status().connected() {
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            channel.close(200, "declared".into()),
         )
-        .await?;
-    Ok(queue)
+        .await;
+    }
 }
 
 fn text(value: &str) -> AMQPValue {
@@ -207,6 +294,19 @@ mod tests {
         assert_eq!(t.exchange(), "t1.jobs");
         assert_eq!(t.queue("emails"), "t1.q.emails");
         assert_eq!(t.dead_queue(), "t1.dead");
+    }
+
+    #[test]
+    fn a_refusal_over_the_group_size_names_the_size_the_queue_has() {
+        let sized = "PRECONDITION_FAILED - inequivalent arg 'x-quorum-initial-group-size' for queue 'ns.q.orders' \
+                     in vhost '/': received the value '2' of type 'signedint' but current is the value '3' of type 'signedint'";
+        assert_eq!(parse_group_size_refusal(sized), Some(Some(3)));
+        let unsized_ = "PRECONDITION_FAILED - inequivalent arg 'x-quorum-initial-group-size' for queue 'ns.q.orders' \
+                        in vhost '/': received the value '3' of type 'signedint' but current is none";
+        assert_eq!(parse_group_size_refusal(unsized_), Some(None));
+        let other = "PRECONDITION_FAILED - inequivalent arg 'x-delivery-limit' for queue 'ns.q.orders' \
+                     in vhost '/': received the value '5' of type 'signedint' but current is the value '3' of type 'signedint'";
+        assert_eq!(parse_group_size_refusal(other), None);
     }
 
     #[test]

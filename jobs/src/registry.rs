@@ -67,20 +67,29 @@ pub fn decode_args<A: JobArgs>(args: &Value) -> Result<A, ValidationErrors> {
 /// # Errors
 /// The first shape error (serde stops there).
 pub fn decode_value<T: DeserializeOwned>(value: &Value) -> Result<T, ValidationErrors> {
-    serde_path_to_error::deserialize(value).map_err(|err| {
-        let path = err.path().to_string();
-        let path = if path == "." { String::new() } else { path };
-        let message = err.inner().to_string();
-        // serde reports a missing field at its parent; name the field itself.
-        if let Some(name) = message
-            .strip_prefix("missing field `")
-            .and_then(|rest| rest.strip_suffix('`'))
-        {
-            ValidationErrors::one(crate::error::join_path(&path, name), "is required")
-        } else {
-            ValidationErrors::one(path, message)
-        }
-    })
+    serde_path_to_error::deserialize(value).map_err(|err| shape_error(&err))
+}
+
+/// The field error of a failed decode, relative to the decoded value: serde's path
+/// (empty at the root), and its message without serde_json's " at line L column C" (a
+/// path says more). A missing field is named itself (`items[0].sku` "is required"), not
+/// its parent.
+pub fn shape_error(err: &serde_path_to_error::Error<serde_json::Error>) -> ValidationErrors {
+    let path = err.path().to_string();
+    let path = if path == "." { String::new() } else { path };
+    let message = err.inner().to_string();
+    let message = message
+        .rfind(" at line ")
+        .map_or(message.as_str(), |i| &message[..i]);
+    // serde reports a missing field at its parent; name the field itself.
+    if let Some(name) = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.strip_suffix('`'))
+    {
+        ValidationErrors::one(crate::error::join_path(&path, name), "is required")
+    } else {
+        ValidationErrors::one(path, message)
+    }
 }
 
 /// Kind → spec, for validating at intake without any handler.
@@ -314,5 +323,21 @@ mod tests {
         assert!(dispatch.run(meta.clone(), json!({})).await.is_ok());
         let err = dispatch.run(meta, json!([1])).await.unwrap_err();
         assert!(matches!(err, JobError::Fail(_)), "{err:?}");
+    }
+
+    #[test]
+    fn shape_errors_from_text_drop_the_position_and_name_a_missing_field_itself() {
+        let mut text = serde_json::Deserializer::from_str(r#"{"items": [{"sku": "A"}]}"#);
+        let err = serde_path_to_error::deserialize::<_, Lines>(&mut text).unwrap_err();
+        let errors = shape_error(&err);
+        assert_eq!(errors.0[0].field, "items[0].quantity");
+        assert_eq!(errors.0[0].message, "is required");
+
+        let mut text = serde_json::Deserializer::from_str(r#"{"items": 3}"#);
+        let err = serde_path_to_error::deserialize::<_, Lines>(&mut text).unwrap_err();
+        let errors = shape_error(&err);
+        assert_eq!(errors.0[0].field, "items");
+        assert!(!errors.0[0].message.contains(" at line "), "{errors:?}");
+        assert!(errors.0[0].message.contains("invalid type"), "{errors:?}");
     }
 }

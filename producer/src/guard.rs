@@ -9,7 +9,7 @@ use jobs::JobRecord;
 use crate::AppState;
 use crate::auth::Auth;
 use crate::problem::ApiError;
-use crate::routes::{CreateJobRequest, JobView};
+use crate::routes::wire::{CreateJobRequest, JobView};
 
 /// Requires that `auth` may enqueue `request`'s kind on its queue (the requested one,
 /// or the kind's default). Checked before the arguments are validated, so a key learns

@@ -6,11 +6,15 @@
 //!
 //! # Layout
 //! - [`settings`] — [`ProducerSettings`].
-//! - [`problem`] — [`ApiError`] and its problem+json rendering.
+//! - [`problem`] — [`ApiError`], its problem+json rendering, and the middleware that logs
+//!   server-side errors with their causes.
+//! - [`extract`] — the JSON body and query extractors, rejecting as problem+json.
 //! - [`auth`] — authentication (the request's [`access::Principal`]), failed-attempt
 //!   and per-key rate limits.
 //! - [`guard`] — scopes, kinds and queues applied to jobs; redaction of arguments.
-//! - [`routes`] — the job handlers and the request/response types.
+//! - [`marks`] — noting confirmed publishes in the ledger, late and in bulk.
+//! - [`routes`] — the handlers per resource, the wire types, the pure request → job
+//!   conversion.
 //! - [`operator`] — the operator API: dead letters, retry, stats, keys, audit.
 //! - [`schedules`] — the schedules API.
 //! - [`app`](fn@app) — the router with its middleware.
@@ -19,6 +23,7 @@
 
 pub mod auth;
 pub mod conn;
+pub mod extract;
 pub mod guard;
 pub mod marks;
 pub mod operator;
@@ -206,16 +211,16 @@ impl utoipa::Modify for BearerAuth {
 /// The routes that need a key, and the public ones, with their OpenAPI paths.
 fn routers() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
     let protected = OpenApiRouter::new()
-        .routes(routes!(routes::create_job, routes::list_jobs))
-        .routes(routes!(routes::create_batch))
-        .routes(routes!(routes::get_job))
-        .routes(routes!(routes::cancel_job))
+        .routes(routes!(routes::jobs::create_job, routes::jobs::list_jobs))
+        .routes(routes!(routes::batches::create_batch))
+        .routes(routes!(routes::jobs::get_job))
+        .routes(routes!(routes::jobs::cancel_job))
         .merge(schedules::router())
         .merge(operator::routes());
     let public = OpenApiRouter::new()
-        .routes(routes!(routes::healthz))
-        .routes(routes!(routes::readyz))
-        .routes(routes!(routes::metrics))
+        .routes(routes!(routes::health::healthz))
+        .routes(routes!(routes::health::readyz))
+        .routes(routes!(routes::health::metrics))
         .routes(routes!(openapi_json));
     (protected, public)
 }
@@ -294,7 +299,9 @@ pub fn app(state: AppState) -> Router {
                     Err(_) => ApiError::Timeout(timeout).into_response(),
                 }
             },
-        ));
+        ))
+        // Outside the timeout, so a timed-out request's 503 is logged too.
+        .layer(middleware::from_fn(problem::log_errors));
     if let Some(cors) = cors(&state.settings.cors_origins) {
         router = router.layer(cors);
     }

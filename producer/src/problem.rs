@@ -1,16 +1,23 @@
 //! API errors as RFC 9457 `application/problem+json`. Client errors name the field and
 //! the reason; server errors are opaque (details go to the log, not the client).
+//!
+//! Nothing here logs. A response made from an [`ApiError`] carries the error in its
+//! extensions ([`Logged`]), and [`log_errors`] (a middleware around every route) logs
+//! the server-side ones with their cause chain: user mistakes (4xx) are not logged.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
+use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use jobs::ValidationErrors;
 use serde::Serialize;
 
 /// Everything intake can answer besides success.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 pub enum ApiError {
     /// The body is not JSON (syntax), or a parameter is malformed.
     #[error("{0}")]
@@ -43,15 +50,34 @@ pub enum ApiError {
     /// Conflicts with existing state (an idempotency key reused with another body).
     #[error("{0}")]
     Conflict(String),
-    /// A dependency is down; retry later.
-    #[error("{0}")]
-    Unavailable(String),
+    /// The broker cannot take more work now (blocked by an alarm, or confirms stalling);
+    /// nothing was stored. 503, retry later.
+    #[error("the broker cannot take more work right now ({0}); retry later")]
+    Overloaded(#[source] broker::Error),
+    /// The job store failed: 503 when the failure is transient (retry later), otherwise
+    /// 500 (details are logged, not returned).
+    #[error("the job store failed")]
+    Store(#[source] store::Error),
     /// The request took too long.
     #[error("request timed out after {0:?}")]
     Timeout(Duration),
-    /// A bug or an unexpected failure; details are logged, not returned.
-    #[error("internal error")]
+    /// A server-side failure outside the store (the random source, a route wired
+    /// without authentication): 500; the message is logged, not returned.
+    #[error("{0}")]
     Internal(String),
+}
+
+/// Walks the cause chain, so a logged `?error` shows every layer.
+impl std::fmt::Debug for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self}")?;
+        let mut cause = std::error::Error::source(self);
+        while let Some(error) = cause {
+            write!(f, "\n  caused by: {error}")?;
+            cause = error.source();
+        }
+        Ok(())
+    }
 }
 
 /// An error response (RFC 9457 problem details), as every non-2xx answer is shaped.
@@ -94,8 +120,21 @@ impl ApiError {
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::Unavailable(_) | ApiError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Overloaded(_) | ApiError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Store(e) if e.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// What the client is told: the message for client errors, an opaque sentence for
+    /// server errors.
+    fn detail(&self) -> String {
+        match self {
+            ApiError::Store(e) if e.is_transient() => {
+                "the job store is unavailable; retry later".to_owned()
+            }
+            ApiError::Store(_) | ApiError::Internal(_) => "an internal error occurred".to_owned(),
+            other => other.to_string(),
         }
     }
 
@@ -115,9 +154,12 @@ impl ApiError {
             ApiError::RateLimited(_) => ("/problems/rate-limited", "Too many requests"),
             ApiError::MethodNotAllowed => ("/problems/method-not-allowed", "Method not allowed"),
             ApiError::Conflict(_) => ("/problems/conflict", "Conflict"),
-            ApiError::Unavailable(_) => ("/problems/unavailable", "Service unavailable"),
+            ApiError::Overloaded(_) => ("/problems/unavailable", "Service unavailable"),
+            ApiError::Store(e) if e.is_transient() => {
+                ("/problems/unavailable", "Service unavailable")
+            }
+            ApiError::Store(_) | ApiError::Internal(_) => ("/problems/internal", "Internal error"),
             ApiError::Timeout(_) => ("/problems/timeout", "Request timed out"),
-            ApiError::Internal(_) => ("/problems/internal", "Internal error"),
         }
     }
 }
@@ -126,10 +168,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let (kind, title) = self.slug();
-        let detail = match &self {
-            ApiError::Internal(_) => "an internal error occurred".to_owned(),
-            other => other.to_string(),
-        };
+        let detail = self.detail();
         let errors = match &self {
             ApiError::Validation(errors) => Some(
                 errors
@@ -157,7 +196,8 @@ impl IntoResponse for ApiError {
             HeaderValue::from_static("application/problem+json"),
         );
         let retry_after = match &self {
-            ApiError::Unavailable(_) | ApiError::Timeout(_) => Some(1),
+            ApiError::Overloaded(_) | ApiError::Timeout(_) => Some(1),
+            ApiError::Store(_) if status == StatusCode::SERVICE_UNAVAILABLE => Some(1),
             ApiError::RateLimited(wait) => {
                 Some(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
             }
@@ -166,8 +206,31 @@ impl IntoResponse for ApiError {
         if let Some(seconds) = retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
         }
+        // Handed to `log_errors`, which logs server-side failures with their causes.
+        response.extensions_mut().insert(Logged(Arc::new(self)));
         response
     }
+}
+
+/// The error a response was made from, in the response's extensions, for
+/// [`log_errors`].
+#[derive(Debug, Clone)]
+pub struct Logged(pub Arc<ApiError>);
+
+/// Middleware: logs the error behind every 5xx answer with its cause chain (a warning
+/// when the answer says "retry later", an error otherwise). Client errors (4xx) are the
+/// client's business and are not logged.
+pub async fn log_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    if let Some(Logged(error)) = response.extensions().get::<Logged>() {
+        let status = response.status();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            tracing::warn!(error.message = %error, error.cause_chain = ?error, %status, "answering 503");
+        } else if status.is_server_error() {
+            tracing::error!(error.message = %error, error.cause_chain = ?error, %status, "request failed");
+        }
+    }
+    response
 }
 
 impl From<ValidationErrors> for ApiError {
@@ -182,20 +245,52 @@ impl From<access::Denied> for ApiError {
     }
 }
 
+/// A reused idempotency key is the client's conflict (409); every other store error
+/// keeps its cause for the log.
 impl From<store::Error> for ApiError {
     fn from(error: store::Error) -> Self {
         match error {
             store::Error::IdempotencyConflict(key) => ApiError::Conflict(format!(
                 "idempotency key {key:?} was already used for a different job"
             )),
-            e if e.is_transient() => {
-                tracing::warn!(error = %e, "database unavailable");
-                ApiError::Unavailable("the job store is unavailable; retry later".into())
-            }
-            e => {
-                tracing::error!(error = %e, "database error");
-                ApiError::Internal(e.to_string())
-            }
+            e => ApiError::Store(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transient_store_error_is_503_with_retry_after_and_keeps_its_cause() {
+        let error = ApiError::from(store::Error::Sqlx(sqlx_pool_timeout()));
+        let chain = format!("{error:?}");
+        let response = error.into_response();
+
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        assert!(chain.contains("caused by: database error"), "{chain}");
+        let logged = response.extensions().get::<Logged>().unwrap();
+        assert!(matches!(*logged.0, ApiError::Store(_)));
+    }
+
+    #[test]
+    fn a_permanent_store_error_is_an_opaque_500() {
+        let error = ApiError::from(store::Error::Corrupt("state \"odd\"".into()));
+        assert_eq!(error.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(error.detail(), "an internal error occurred");
+        assert!(format!("{error:?}").contains("corrupt row: state"));
+    }
+
+    #[test]
+    fn a_reused_idempotency_key_is_a_409_naming_it() {
+        let error = ApiError::from(store::Error::IdempotencyConflict("k1".into()));
+        assert_eq!(error.status(), StatusCode::CONFLICT);
+        assert!(error.detail().contains("\"k1\""), "{}", error.detail());
+    }
+
+    fn sqlx_pool_timeout() -> sqlx::Error {
+        sqlx::Error::PoolTimedOut
     }
 }

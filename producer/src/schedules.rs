@@ -6,10 +6,8 @@
 //! they can be paused, resumed and triggered.
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use jobs::schedule::{CatchUp, Overlap, ScheduleDef, ScheduleSpec};
@@ -22,8 +20,9 @@ use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::auth::Auth;
+use crate::extract::ApiJson;
 use crate::problem::{ApiError, Problem};
-use crate::routes::{JobView, parse_json};
+use crate::routes::wire::JobView;
 use access::Scope;
 
 /// `POST /v1/schedules` body. Unknown fields are refused.
@@ -248,11 +247,10 @@ fn missing(name: &str) -> ApiError {
 pub async fn create_schedule(
     State(state): State<AppState>,
     auth: Auth,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Result<ApiJson<CreateScheduleRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
     auth.require(Scope::QueuesManage)?;
-    let request: CreateScheduleRequest = parse_json(&headers, body, state.settings.max_body_bytes)?;
+    let ApiJson(request) = body?;
     let spec = ScheduleSpec {
         name: request.name,
         cron: request.cron,
@@ -357,11 +355,10 @@ pub async fn update_schedule(
     State(state): State<AppState>,
     auth: Auth,
     Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Result<ApiJson<UpdateScheduleRequest>, ApiError>,
 ) -> Result<Json<ScheduleView>, ApiError> {
     auth.require(Scope::QueuesManage)?;
-    let patch: UpdateScheduleRequest = parse_json(&headers, body, state.settings.max_body_bytes)?;
+    let ApiJson(patch) = body?;
     let existing = state
         .store
         .get_schedule(&name)

@@ -169,4 +169,24 @@ impl Store {
             })
             .collect())
     }
+
+    /// The job `id` as `worker`'s claim returned it, when `worker` holds it `running`.
+    /// For a claim whose commit succeeded but whose reply was lost with its connection
+    /// (a database failover): the claim's retry finds the job running, held by this
+    /// worker, and this reads the claimed job back instead of leaving it held forever.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn held_by(&self, id: JobId, worker: WorkerId) -> Result<Option<ClaimedJob>, Error> {
+        let row: Option<ClaimedRow> = sqlx::query_as(
+            "SELECT id, kind, queue, args, attempt, max_attempts, timeout_ms, created_at, \
+                 started_at, traceparent \
+             FROM jobs WHERE id = $1 AND state = 'running' AND worker_id = $2",
+        )
+        .bind(id.as_uuid())
+        .bind(worker.0)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.map(ClaimedJob::from))
+    }
 }

@@ -61,9 +61,12 @@ impl Error {
                     .and_then(|d| d.code())
                     // 08: connection exception, 53: insufficient resources, 57P: operator
                     // intervention (shutdown, terminated backend), 55000: the database is
-                    // not accepting connections, 40001/40P01: serialization / deadlock.
+                    // not accepting connections, 40001/40P01: serialization / deadlock,
+                    // 25006: read-only transaction (the server was demoted by a failover;
+                    // the pool's next connections find the new primary).
                     .is_some_and(|c| {
-                        c.starts_with("08")
+                        c == "25006"
+                            || c.starts_with("08")
                             || c.starts_with("53")
                             || c.starts_with("57P")
                             || c == "55000"

@@ -22,11 +22,20 @@
 //! - [`keys`] — API keys (hashes, roles, globs, expiry, revocation).
 //! - [`audit`] — the append-only audit log, written by each operator action (`dead`)
 //!   and key change (`keys`) inside its own transaction.
+//! - [`listen`] — [`DueListener`], waking dispatchers on [`DUE_CHANNEL`].
 //! - [`orders`] — `order.process`'s port ([`jobs::kinds::order::OrderLedger`]), the
 //!   product catalog and its CSV format.
 //! - [`schedules`] — schedule rows and taking a slot (the cursor's compare-and-set).
 //! - [`emails`] — `email.send`'s record of sent messages ([`jobs::kinds::email::SentLog`]).
 //! - [`error`] — [`Error`], with constraint violations mapped to meaning.
+
+/// The name of the Postgres channel that wakes dispatchers, as a literal, so that SQL
+/// text can be built from it at compile time ([`DUE_CHANNEL`] is its value).
+macro_rules! due_channel {
+    () => {
+        "conveyor_due"
+    };
+}
 
 pub mod archive;
 pub mod audit;
@@ -38,6 +47,7 @@ pub mod emails;
 pub mod error;
 pub mod intake;
 pub mod keys;
+pub mod listen;
 pub mod orders;
 pub mod query;
 pub mod schedules;
@@ -61,6 +71,7 @@ pub use dispatch::DueJob;
 pub use error::Error;
 pub use intake::Insert;
 pub use keys::{ApiKeyRecord, NewApiKey, RevokeOutcome, StoredKey};
+pub use listen::{DUE_CHANNEL, DueListener, Wake};
 pub use orders::{CatalogError, parse_catalog};
 pub use query::JobQuery;
 pub use schedules::{ConfigSync, Firing, ScheduleChange, ScheduleRecord, ScheduleSource};

@@ -20,7 +20,7 @@ pub(crate) const JOB_COLUMNS: &str = "id, kind, queue, args, state, attempt, max
 
 /// The expression that wakes the dispatchers (`LISTEN conveyor_due`); Postgres delivers it
 /// when the transaction commits, once however often it was called.
-pub(crate) const NOTIFY_DUE: &str = "pg_notify('conveyor_due', '')";
+pub(crate) const NOTIFY_DUE: &str = concat!("pg_notify('", due_channel!(), "', '')");
 
 /// A duration as the milliseconds SQL takes: every interval is written
 /// `$n::bigint * interval '1 millisecond'`.

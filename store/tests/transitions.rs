@@ -125,6 +125,30 @@ async fn a_claim_runs_an_enqueued_job_once() {
 }
 
 #[tokio::test]
+async fn a_claim_whose_reply_was_lost_is_read_back_only_by_the_worker_holding_it() {
+    let db = TestDb::new().await;
+    let worker = WorkerId::new();
+    let id = db.insert(new_job()).await;
+    // The claim commits; suppose its reply never reached the worker.
+    db.store.claim_many(&[id], worker).await.unwrap();
+
+    let retried = db.store.claim_many(&[id], worker).await.unwrap();
+    let held = db.store.held_by(id, worker).await.unwrap();
+    let other = db.store.held_by(id, WorkerId::new()).await.unwrap();
+
+    assert!(matches!(retried[0], Claim::Skip(JobState::Running)));
+    let job = held.expect("the worker holding the job reads its claim back");
+    assert_eq!(
+        (job.id, job.attempt),
+        (id, 1),
+        "the same attempt, not a new one"
+    );
+    assert!(other.is_none(), "another worker holds nothing");
+    assert_eq!(db.store.get_job(id).await.unwrap().unwrap().attempt, 1);
+    db.drop().await;
+}
+
+#[tokio::test]
 async fn a_completion_is_written_once() {
     let db = TestDb::new().await;
     let worker = WorkerId::new();

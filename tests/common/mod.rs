@@ -3,15 +3,16 @@
 //! against the real Postgres and RabbitMQ. Helpers are named for what a user does.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+pub mod cluster;
 pub mod proxy;
 pub mod smtp;
 
 use std::time::Duration;
 
-use broker::lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use broker::lapin::{BasicProperties, Connection, ConnectionProperties};
 use conveyor::app::{self, Roles, Running};
 use conveyor::config::Settings;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use sqlx::Row;
@@ -354,22 +355,29 @@ impl TestApp {
         let _ = connection.close(200, "done".into()).await;
     }
 
+    /// A broker session of the test's own.
+    async fn session(&self) -> broker::Session {
+        broker::Session::open(&self.settings.broker, "conveyor-test-probe")
+            .await
+            .expect("test connects to RabbitMQ")
+    }
+
     /// Messages ready in a Conveyor queue (`None` when the queue does not exist).
     pub async fn queue_depth(&self, queue: &str) -> Option<u32> {
-        let connection = self.amqp().await;
+        let session = self.session().await;
         let name = format!("{}.q.{queue}", self.settings.namespace);
-        let result = broker::topology::inspect(&connection, &name).await;
-        let _ = connection.close(200, "done".into()).await;
+        let result = session.inspect(&name).await;
+        session.close().await;
         result.ok().map(|q| q.message_count())
     }
 
     /// Waits (bounded) until a worker consumes `queue`, so raw publishes are routed.
     pub async fn wait_until_consuming(&self, queue: &str) {
-        let connection = self.amqp().await;
+        let session = self.session().await;
         let name = format!("{}.q.{queue}", self.settings.namespace);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let declared = broker::topology::inspect(&connection, &name).await;
+            let declared = session.inspect(&name).await;
             if let Ok(queue) = declared
                 && queue.consumer_count() > 0
             {
@@ -381,7 +389,7 @@ impl TestApp {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let _ = connection.close(200, "done".into()).await;
+        session.close().await;
     }
 
     /// Closes, from the server side, every broker connection whose name starts with
@@ -570,6 +578,34 @@ impl TestApp {
         command.spawn().expect("conveyor starts")
     }
 
+    /// Starts `conveyor ARGS` as a child process like [`TestApp::spawn_child`], with its
+    /// stdout and stderr collected into a [`ChildOutput`].
+    pub fn spawn_child_with_output(
+        &self,
+        args: &[&str],
+        env: &[(&str, String)],
+    ) -> (tokio::process::Child, ChildOutput) {
+        let mut command = self.command(args);
+        command
+            .env("CONVEYOR_WORKER__HEARTBEAT_INTERVAL_MS", "200")
+            .env("CONVEYOR_WORKER__LOST_AFTER_MS", "3000")
+            .env("CONVEYOR_DISPATCHER__POLL_INTERVAL_MS", "100")
+            .env("CONVEYOR_DISPATCHER__UNCONFIRMED_AFTER_MS", "1000")
+            .env("CONVEYOR_PRODUCER__MARK_PUBLISHED_AFTER_MS", "200")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("conveyor starts");
+        let output = ChildOutput::default();
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        output.collect(stdout);
+        output.collect(stderr);
+        (child, output)
+    }
+
     /// Waits (bounded) until an intake at `base` answers /readyz with 200.
     pub async fn wait_ready(&self, base: &str) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -601,24 +637,26 @@ pub fn database_name(settings: &Settings) -> String {
         .expose_secret()
         .rsplit('/')
         .next()
+        .and_then(|name| name.split('?').next())
         .unwrap_or_default()
         .to_owned()
 }
 
 /// Deletes a test namespace's queues (the standard ones and `extra`) and exchanges.
 pub async fn delete_broker_objects(settings: &Settings, extra: Vec<String>) {
-    let connection = broker::connect(&settings.broker, "conveyor-test-cleanup")
+    let session = broker::Session::open(&settings.broker, "conveyor-test-cleanup")
         .await
         .expect("the test broker answers");
-    let channel = connection.create_channel().await.expect("channel");
     let mut queues: Vec<&str> = ["default", "orders", "emails"]
         .into_iter()
         .chain(extra.iter().map(String::as_str))
         .collect();
     queues.sort_unstable();
     queues.dedup();
-    app::topology(settings).delete(&channel, &queues).await;
-    let _ = connection.close(200, "done".into()).await;
+    session
+        .delete_namespace(&app::topology(settings), &queues)
+        .await;
+    session.close().await;
 }
 
 /// Drops a test's database (for tests that start Conveyor without a `TestApp`).
@@ -657,4 +695,87 @@ pub fn terminate(child: &tokio::process::Child) {
         .args(["-TERM", &pid.to_string()])
         .status()
         .expect("kill runs");
+}
+
+/// The lines a child process printed (stdout and stderr), collected as they come.
+#[derive(Debug, Clone, Default)]
+pub struct ChildOutput {
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    readers: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl ChildOutput {
+    fn collect(&self, stream: impl tokio::io::AsyncRead + Unpin + Send + 'static) {
+        use tokio::io::AsyncBufReadExt;
+        let lines = std::sync::Arc::clone(&self.lines);
+        let reader = tokio::spawn(async move {
+            let mut stream = tokio::io::BufReader::new(stream).lines();
+            while let Ok(Some(line)) = stream.next_line().await {
+                lines.lock().unwrap().push(line);
+            }
+        });
+        self.readers.lock().unwrap().push(reader);
+    }
+
+    /// Every line so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// The log lines at `ERROR` level.
+    pub fn errors(&self) -> Vec<String> {
+        self.lines()
+            .into_iter()
+            .filter(|line| is_error_log(line))
+            .collect()
+    }
+
+    /// Waits for the streams to end (the child exited); every line is then collected.
+    pub async fn finished(&self) -> Vec<String> {
+        let readers: Vec<_> = self.readers.lock().unwrap().drain(..).collect();
+        for reader in readers {
+            tokio::time::timeout(Duration::from_secs(30), reader)
+                .await
+                .expect("the child's output ends when it exits")
+                .expect("the reader finishes");
+        }
+        self.lines()
+    }
+
+    /// Waits (bounded) until a line reports an error; returns the error lines.
+    pub async fn wait_for_error(&self, limit: Duration) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let errors = self.errors();
+            if !errors.is_empty() {
+                return errors;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no ERROR line within {limit:?}:\n{}",
+                self.lines().join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// True when `line` is a log line at `ERROR` level, in the JSON format child processes
+/// use (`"level":"ERROR"`) or the pretty one (the level after the timestamp); a table
+/// column named ERROR is not one.
+pub fn is_error_log(line: &str) -> bool {
+    if let Ok(Value::Object(record)) = serde_json::from_str::<Value>(line) {
+        return record.get("level").and_then(Value::as_str) == Some("ERROR");
+    }
+    let mut plain = String::with_capacity(line.len());
+    let mut in_escape = false;
+    for c in line.chars() {
+        match (in_escape, c) {
+            (false, '\u{1b}') => in_escape = true,
+            (true, 'm') => in_escape = false,
+            (true, _) => {}
+            (false, c) => plain.push(c),
+        }
+    }
+    plain.split_whitespace().nth(1) == Some("ERROR")
 }

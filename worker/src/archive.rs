@@ -5,11 +5,9 @@
 //! Acked only after the row is committed; a redelivery is stored once (keyed by the
 //! message id).
 
-use broker::Topology;
-use broker::lapin::message::Delivery;
-use broker::lapin::types::{AMQPValue, FieldTable};
+use broker::{Delivery, Headers, Topology};
 use jobs::{DeadReason, Envelope, Registry};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use store::{DeadMessage, Store};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -57,8 +55,8 @@ impl Archive {
     }
 
     /// Classifies a dead-lettered message.
-    pub fn classify(&self, body: &[u8], headers: Option<&FieldTable>) -> Classified {
-        let header = |name: &str| headers.and_then(|h| h.inner().get(name)).and_then(as_text);
+    pub fn classify(&self, body: &[u8], headers: Option<&Headers>) -> Classified {
+        let header = |name: &str| headers.and_then(|h| h.text(name)).map(str::to_owned);
         let queue = header("x-first-death-queue").map(|q| {
             let prefix = self.topology.queue("");
             q.strip_prefix(&prefix).unwrap_or(&q).to_owned()
@@ -104,15 +102,13 @@ impl Archive {
 
     /// Records one dead-lettered delivery; acks once it is committed.
     pub async fn record(&self, delivery: &Delivery) -> Disposition {
-        let headers = delivery.properties.headers().as_ref();
-        let classified = self.classify(&delivery.data, headers);
+        let headers = delivery.headers();
+        let classified = self.classify(delivery.body(), headers.as_ref());
         let key = delivery
-            .properties
             .message_id()
-            .as_ref()
-            .and_then(|id| Uuid::parse_str(id.as_str()).ok())
+            .and_then(|id| Uuid::parse_str(id).ok())
             .unwrap_or_else(Uuid::now_v7);
-        let headers = headers.map_or(Value::Null, table_to_json);
+        let headers = headers.map_or(Value::Null, |h| h.to_json());
         tracing::warn!(reason = %classified.reason, error = %classified.error, "archiving a dead-lettered message");
         let message = DeadMessage {
             key,
@@ -121,7 +117,7 @@ impl Archive {
             kind: classified.kind,
             reason: classified.reason,
             error: classified.error,
-            payload: delivery.data.clone(),
+            payload: delivery.body().to_vec(),
             headers,
         };
         let result = until_ok("archiving a dead letter", &self.abandon, || {
@@ -140,42 +136,4 @@ impl Archive {
             None => Disposition::Abandon,
         }
     }
-}
-
-fn as_text(value: &AMQPValue) -> Option<String> {
-    match value {
-        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
-        _ => None,
-    }
-}
-
-fn value_to_json(value: &AMQPValue) -> Value {
-    match value {
-        AMQPValue::Boolean(b) => Value::from(*b),
-        AMQPValue::ShortShortInt(n) => Value::from(*n),
-        AMQPValue::ShortShortUInt(n) => Value::from(*n),
-        AMQPValue::ShortInt(n) => Value::from(*n),
-        AMQPValue::ShortUInt(n) => Value::from(*n),
-        AMQPValue::LongInt(n) => Value::from(*n),
-        AMQPValue::LongUInt(n) => Value::from(*n),
-        AMQPValue::LongLongInt(n) => Value::from(*n),
-        AMQPValue::Float(n) => Value::from(*n),
-        AMQPValue::Double(n) => Value::from(*n),
-        AMQPValue::Timestamp(n) => Value::from(*n),
-        AMQPValue::FieldTable(t) => table_to_json(t),
-        AMQPValue::FieldArray(a) => Value::Array(a.as_slice().iter().map(value_to_json).collect()),
-        other => as_text(other).map_or(Value::Null, Value::from),
-    }
-}
-
-/// AMQP headers as JSON, for the record.
-pub fn table_to_json(table: &FieldTable) -> Value {
-    Value::Object(
-        table
-            .inner()
-            .iter()
-            .map(|(k, v)| (k.as_str().to_owned(), value_to_json(v)))
-            .collect::<Map<_, _>>(),
-    )
 }

@@ -3,7 +3,8 @@
 //! one task per delivery (tracked, so shutdown can wait for it) that waits for one of the
 //! queue's running slots, and a reconnect loop with backoff
 //! and jitter that re-declares the topology and re-subscribes after any loss (a dropped
-//! connection, a server-side consumer cancel).
+//! connection, a server-side consumer cancel). After a loss the next session starts at
+//! the next node of a cluster ([`broker::Nodes`]).
 //!
 //! Shutdown: stop consuming, let in-flight jobs finish within the grace period, leave
 //! the rest unacked (RabbitMQ redelivers them), close the connection, deregister.
@@ -11,19 +12,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use broker::lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
-use broker::lapin::types::FieldTable;
-use broker::lapin::{Channel, Connection, message::Delivery};
-use broker::{BrokerSettings, Topology};
+use broker::{BrokerSettings, Consumer, Delivery, Nodes, Session, Topology};
 use futures_util::StreamExt;
-use futures_util::stream::SelectAll;
+use futures_util::stream::{BoxStream, SelectAll};
 use jobs::{Registry, WorkerId};
 use store::Store;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::acks::Acks;
 use crate::archive::Archive;
 use crate::executor::{ACK_TIMEOUT, Disposition, Executor};
 use crate::settings::WorkerSettings;
@@ -33,6 +30,9 @@ pub struct Worker {
     status: Arc<WorkerStatus>,
     settings: WorkerSettings,
     broker: BrokerSettings,
+    /// The broker's nodes, shared by this worker's successive sessions: a lost
+    /// session moves the next one to the next node.
+    nodes: Arc<Nodes>,
     topology: Topology,
     store: Store,
     registry: Registry,
@@ -99,6 +99,7 @@ impl Worker {
         Self {
             status: Arc::new(WorkerStatus::default()),
             settings,
+            nodes: Arc::new(Nodes::new(&broker)),
             broker,
             topology,
             store,
@@ -111,16 +112,6 @@ impl Worker {
     /// Live status, for readiness checks.
     pub fn status(&self) -> Arc<WorkerStatus> {
         Arc::clone(&self.status)
-    }
-
-    /// This worker's id (its row in `workers`, and the holder of the jobs it runs).
-    pub fn id(&self) -> WorkerId {
-        self.id
-    }
-
-    /// The name of its broker connection.
-    pub fn name(&self) -> &str {
-        &self.name
     }
 
     /// The queues consumed and their concurrency: the configured ones, or else
@@ -243,25 +234,27 @@ impl Worker {
         shutdown: &CancellationToken,
         abandon: &CancellationToken,
     ) -> SessionEnd {
-        let connection = match tokio::select! {
+        let session = match tokio::select! {
             () = shutdown.cancelled() => return SessionEnd::Shutdown,
-            c = broker::connect(&self.broker, &self.name) => c,
+            s = Session::open_on(&self.nodes, &self.broker, &self.name) => s,
         } {
-            Ok(c) => c,
+            Ok(s) => s,
             Err(e) => return SessionEnd::Lost(e.to_string()),
         };
         let limit = self.broker.connect_timeout() * 2;
-        let subscribed = tokio::time::timeout(limit, self.subscribe(&connection, lanes))
+        let subscribed = tokio::time::timeout(limit, self.subscribe(&session, lanes))
             .await
             .unwrap_or(Err(broker::Error::Timeout(limit)));
-        let (streams, consumers) = match subscribed {
+        let mut streams = match subscribed {
             Ok(s) => s,
             Err(e) => {
-                close(&connection).await;
+                // Whatever went wrong (the node died, stopped, or cannot serve the
+                // queues), the next session starts at the next node.
+                session.lost().await;
                 return SessionEnd::Lost(e.to_string());
             }
         };
-        tracing::info!(worker = %self.name, "consuming");
+        tracing::info!(worker = %self.name, node = %session.node(), "consuming");
         for lane in lanes {
             metrics::gauge!("conveyor_worker_concurrency", "queue" => lane.queue.clone())
                 .set(f64::from(lane.concurrency));
@@ -269,25 +262,24 @@ impl Worker {
         self.status
             .connected
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        let mut streams = streams;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => {
-                    for (channel, tag) in &consumers {
-                        let _ = tokio::time::timeout(ACK_TIMEOUT, channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default())).await;
-                    }
+                    session.stop_consuming().await;
                     drain(tracker, self.settings.grace(), abandon).await;
-                    close(&connection).await;
+                    session.close().await;
                     return SessionEnd::Shutdown;
                 }
                 next = streams.next() => match next {
-                    None => return SessionEnd::Lost("every consumer ended".into()),
-                    Some((_, _, Err(e))) => {
-                        close(&connection).await;
+                    None => {
+                        session.lost().await;
+                        return SessionEnd::Lost("every consumer ended".into());
+                    }
+                    Some((_, Err(e))) => {
+                        session.lost().await;
                         return SessionEnd::Lost(e.to_string());
                     }
-                    Some((Source::Work(slots), acks, Ok(delivery))) => {
-                        acks.delivered(delivery.delivery_tag, delivery.acker.clone());
+                    Some((Source::Work(slots), Ok(delivery))) => {
                         let executor = executor.clone();
                         let shutdown = shutdown.clone();
                         tracker.spawn(async move {
@@ -298,22 +290,21 @@ impl Worker {
                                 permit = slots.acquire_owned() => match permit {
                                     // The channel died while it waited: its redelivery
                                     // is already on the way to some worker.
-                                    Ok(_) if !delivery.acker.usable() => Disposition::Abandon,
+                                    Ok(_) if !delivery.is_settleable() => Disposition::Abandon,
                                     // Boxed: the executor's future is large, and
                                     // every move of this task would copy it.
-                                    Ok(slot) => Box::pin(executor.execute(&delivery.data, slot)).await,
+                                    Ok(slot) => Box::pin(executor.execute(delivery.body(), slot)).await,
                                     Err(_) => Disposition::Abandon,
                                 },
                             };
-                            acks.settle(delivery.delivery_tag, disposition).await;
+                            delivery.settle(disposition).await;
                         });
                     }
-                    Some((Source::Dead, acks, Ok(delivery))) => {
-                        acks.delivered(delivery.delivery_tag, delivery.acker.clone());
+                    Some((Source::Dead, Ok(delivery))) => {
                         let archive = Arc::clone(archive);
                         tracker.spawn(async move {
                             let disposition = Box::pin(archive.record(&delivery)).await;
-                            acks.settle(delivery.delivery_tag, disposition).await;
+                            delivery.settle(disposition).await;
                         });
                     }
                 }
@@ -321,31 +312,17 @@ impl Worker {
         }
     }
 
-    #[allow(clippy::type_complexity)]
     async fn subscribe(
         &self,
-        connection: &Connection,
+        session: &Session,
         lanes: &[Lane],
     ) -> Result<
-        (
-            SelectAll<
-                futures_util::stream::BoxStream<
-                    'static,
-                    (Source, Acks, Result<Delivery, broker::lapin::Error>),
-                >,
-            >,
-            Vec<(Channel, String)>,
-        ),
+        SelectAll<BoxStream<'static, (Source, Result<Delivery, broker::Error>)>>,
         broker::Error,
     > {
-        let limit = self.broker.connect_timeout();
-        let setup = connection.create_channel().await?;
-        bounded(limit, self.topology.declare_base(&setup)).await?;
-        for lane in lanes {
-            bounded(limit, self.topology.declare_queue(&setup, &lane.queue)).await?;
-        }
+        let queues: Vec<&str> = lanes.iter().map(|lane| lane.queue.as_str()).collect();
+        session.declare(&self.topology, &queues).await?;
         let mut streams = SelectAll::new();
-        let mut consumers = Vec::new();
         let subscriptions = lanes
             .iter()
             .map(|lane| {
@@ -357,39 +334,15 @@ impl Worker {
             })
             .chain(std::iter::once((self.topology.dead_queue(), 16, None)));
         for (amqp_queue, prefetch, slots) in subscriptions {
-            let channel = connection.create_channel().await?;
-            channel
-                .basic_qos(prefetch, BasicQosOptions::default())
-                .await?;
-            let tag = format!("{}-{}", self.name, amqp_queue);
-            let consumer = channel
-                .basic_consume(
-                    amqp_queue.as_str().into(),
-                    tag.as_str().into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
+            let consumer: Consumer = session.consume(&amqp_queue, prefetch).await?;
             let source = move || match &slots {
                 Some(slots) => Source::Work(Arc::clone(slots)),
                 None => Source::Dead,
             };
-            // One settling task per channel: delivery tags are per channel.
-            let acks = Acks::start();
-            streams.push(consumer.map(move |d| (source(), acks.clone(), d)).boxed());
-            consumers.push((channel, tag));
+            streams.push(consumer.map(move |d| (source(), d)).boxed());
         }
-        Ok((streams, consumers))
+        Ok(streams)
     }
-}
-
-async fn bounded<T>(
-    limit: Duration,
-    f: impl Future<Output = Result<T, broker::Error>>,
-) -> Result<T, broker::Error> {
-    tokio::time::timeout(limit, f)
-        .await
-        .map_err(|_| broker::Error::Timeout(limit))?
 }
 
 async fn drain(tracker: &TaskTracker, grace: Duration, abandon: &CancellationToken) {
@@ -400,14 +353,6 @@ async fn drain(tracker: &TaskTracker, grace: Duration, abandon: &CancellationTok
         let _ = tokio::time::timeout(ACK_TIMEOUT, tracker.wait()).await;
     }
     tracker.reopen();
-}
-
-async fn close(connection: &Connection) {
-    let _ = tokio::time::timeout(
-        Duration::from_secs(5),
-        connection.close(200, "worker stopping".into()),
-    )
-    .await;
 }
 
 async fn heartbeat(

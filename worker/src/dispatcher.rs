@@ -17,14 +17,10 @@ use std::time::{Duration, Instant};
 use broker::Publisher;
 use futures_util::future::join_all;
 use jobs::Envelope;
-use sqlx::postgres::PgListener;
-use store::Store;
+use store::{DueListener, Store, Wake};
 use tokio_util::sync::CancellationToken;
 
 use crate::settings::DispatcherSettings;
-
-/// The Postgres channel that wakes dispatchers.
-pub const DUE_CHANNEL: &str = "conveyor_due";
 
 /// Publishes due work.
 pub struct Dispatcher {
@@ -124,7 +120,7 @@ impl Dispatcher {
         // worker died: judge orphans only after seeing the database up for a full
         // `lost_after` window, so an outage does not make every running job look lost.
         let mut db_up_since = Instant::now();
-        let mut listener: Option<PgListener> = None;
+        let mut listener: Option<DueListener> = None;
         let mut failures = 0u32;
         loop {
             if shutdown.is_cancelled() {
@@ -196,13 +192,9 @@ impl Dispatcher {
         }
     }
 
-    async fn listen(&self) -> Option<PgListener> {
-        let attempt = async {
-            let mut listener = PgListener::connect_with(self.store.pool()).await?;
-            listener.listen(DUE_CHANNEL).await?;
-            Ok::<_, sqlx::Error>(listener)
-        };
-        match tokio::time::timeout(Duration::from_secs(5), attempt).await {
+    async fn listen(&self) -> Option<DueListener> {
+        match tokio::time::timeout(Duration::from_secs(5), DueListener::connect(&self.store)).await
+        {
             Ok(Ok(listener)) => Some(listener),
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "cannot listen for due work; polling");
@@ -213,21 +205,14 @@ impl Dispatcher {
     }
 }
 
-/// Waits up to `wait` for a notification. `false` when the listener broke.
-async fn wait_for_notify(listener: Option<&mut PgListener>, wait: Duration) -> bool {
+/// Waits up to `wait` for a wake-up. `false` when the listener broke.
+async fn wait_for_notify(listener: Option<&mut DueListener>, wait: Duration) -> bool {
     let Some(listener) = listener else {
         tokio::time::sleep(wait).await;
         return true;
     };
-    match tokio::time::timeout(wait, listener.try_recv()).await {
-        Err(_) => true,
-        Ok(Ok(Some(_))) => {
-            // One round serves every wake-up already here: a busy system (an order per
-            // millisecond, each enqueueing its email) wakes the dispatcher once per
-            // round, not once per transaction.
-            while listener.next_buffered().is_some() {}
-            true
-        }
-        Ok(Ok(None)) | Ok(Err(_)) => false,
-    }
+    matches!(
+        listener.wait(wait).await,
+        Ok(Wake::Notified | Wake::TimedOut)
+    )
 }

@@ -2,9 +2,12 @@
 //! handler in a task of its own under a timeout (a panic is a failed attempt, not a dead
 //! worker), commit the outcome and the attempt row, and only then say "ack".
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use jobs::{Envelope, JobMeta, Outcome, Registry, WorkerId};
+use jobs::{Envelope, JobId, JobMeta, JobState, Outcome, Registry, WorkerId};
 use store::{Claim, ClaimedJob, Ending, Settled, Settlement, Store};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
@@ -14,18 +17,7 @@ use crate::batch::Batcher;
 use crate::decide::{RunResult, decide};
 use crate::retry::until_ok;
 
-/// What to tell the broker about a delivery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Disposition {
-    /// The outcome is committed (or there was nothing to do): ack.
-    Ack,
-    /// The message can never run (undecodable, or names no job): reject without
-    /// requeue, so RabbitMQ dead-letters it and the archive records it.
-    Reject,
-    /// Shutting down before the outcome could be committed: leave it unacked; the
-    /// broker redelivers it.
-    Abandon,
-}
+pub use broker::Disposition;
 
 /// Runs deliveries for one worker process.
 #[derive(Clone)]
@@ -37,6 +29,48 @@ pub struct Executor {
     abandon: CancellationToken,
     /// Coalesces claims and completions across concurrent deliveries.
     batcher: Batcher,
+    /// Deliveries in this process per job id, from before the claim until the outcome is
+    /// written: a claim retried after a lost reply may take the job back only when no
+    /// other delivery of it is in this process (which may be the one running it).
+    handling: Arc<Mutex<HashMap<JobId, usize>>>,
+}
+
+/// Counts one delivery of a job in [`Executor::handling`] while it lives.
+struct Handling<'a> {
+    map: &'a Mutex<HashMap<JobId, usize>>,
+    id: JobId,
+}
+
+impl<'a> Handling<'a> {
+    fn enter(map: &'a Mutex<HashMap<JobId, usize>>, id: JobId) -> Self {
+        // A poisoned lock only means another delivery panicked while counting.
+        *map.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(id)
+            .or_default() += 1;
+        Self { map, id }
+    }
+
+    /// True when this is the only delivery of the job in the process.
+    fn alone(&self) -> bool {
+        self.map
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&self.id)
+            .is_some_and(|n| *n == 1)
+    }
+}
+
+impl Drop for Handling<'_> {
+    fn drop(&mut self) {
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = map.get_mut(&self.id) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.id);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Executor {
@@ -63,6 +97,35 @@ impl Executor {
             worker,
             abandon,
             batcher,
+            handling: Arc::default(),
+        }
+    }
+
+    /// After a claim whose reply was lost, the job found running: when this worker
+    /// holds it (the lost claim committed), the claimed job, read back; otherwise what
+    /// to do with the delivery (ack: someone else holds it; abandon: shutting down).
+    async fn held_claim(&self, id: JobId) -> Result<ClaimedJob, Disposition> {
+        match until_ok(
+            "reading back a claim whose reply was lost",
+            &self.abandon,
+            || self.store.held_by(id, self.worker),
+        )
+        .await
+        {
+            None => Err(Disposition::Abandon),
+            Some(Ok(Some(job))) => {
+                tracing::warn!("the claim committed although its reply was lost; running the job");
+                Ok(job)
+            }
+            Some(Ok(None)) => {
+                metrics::counter!("conveyor_duplicate_deliveries_total").increment(1);
+                tracing::debug!("duplicate delivery of a job another worker holds; skipping");
+                Err(Disposition::Ack)
+            }
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "reading back the claim failed");
+                Err(Disposition::Abandon)
+            }
         }
     }
 
@@ -104,8 +167,19 @@ impl Executor {
         envelope: Envelope,
         slot: OwnedSemaphorePermit,
     ) -> Disposition {
+        let handling = Handling::enter(&self.handling, envelope.id);
+        // Set when a claim failed in a way that may have committed (the reply was lost).
+        let in_doubt = AtomicBool::new(false);
         let claim = until_ok("claiming the job", &self.abandon, || {
-            self.batcher.claim(envelope.id)
+            let claim = self.batcher.claim(envelope.id);
+            let in_doubt = &in_doubt;
+            async move {
+                let result = claim.await;
+                if result.as_ref().is_err_and(store::Error::is_transient) {
+                    in_doubt.store(true, Ordering::Relaxed);
+                }
+                result
+            }
         })
         .await;
         let job = match claim {
@@ -117,7 +191,18 @@ impl Executor {
                 return Disposition::Abandon;
             }
             Some(Ok(Claim::Claimed(job))) => job,
+            Some(Ok(Claim::Skip(JobState::Running)))
+                if in_doubt.load(Ordering::Relaxed) && handling.alone() =>
+            {
+                match self.held_claim(envelope.id).await {
+                    Ok(job) => job,
+                    Err(disposition) => return disposition,
+                }
+            }
             Some(Ok(Claim::Skip(state))) => {
+                // A redelivery (its first delivery's ack was lost with its connection, or
+                // the dispatcher republished an unconfirmed publish): settled already.
+                metrics::counter!("conveyor_duplicate_deliveries_total").increment(1);
                 tracing::debug!(%state, "duplicate delivery of a job that is not enqueued; skipping");
                 return Disposition::Ack;
             }
@@ -270,4 +355,4 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
 }
 
 /// How long an ack or reject may take before the channel is presumed dead.
-pub const ACK_TIMEOUT: Duration = Duration::from_secs(10);
+pub const ACK_TIMEOUT: Duration = broker::SETTLE_TIMEOUT;

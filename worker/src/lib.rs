@@ -16,7 +16,6 @@
 //! - [`mailer`] — [`SmtpMailer`], `email.send`'s SMTP adapter, and [`SmtpSettings`].
 //! - [`startup`] — the catalog and registry of shipped kinds.
 
-mod acks;
 pub mod archive;
 pub mod batch;
 pub mod consumer;

@@ -6,10 +6,8 @@
 
 use access::{DeadSelection, Scope};
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
 use jobs::ValidationErrors;
 use serde::{Deserialize, Serialize};
@@ -19,8 +17,8 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::auth::{Auth, RequestId};
+use crate::extract::ApiJson;
 use crate::problem::{ApiError, Problem};
-use crate::routes::parse_json;
 
 /// Most dead letters one bulk replay or purge takes (a larger set: repeat, or narrow).
 pub const BULK_MAX: u32 = 10_000;
@@ -547,7 +545,7 @@ async fn corrected_args(state: &AppState, ids: &[Uuid], args: &Value) -> Result<
     })?;
     spec.validate(args)
         .map_err(|e| ApiError::Validation(e.prefixed("args")))?;
-    if let Some(path) = crate::routes::nul_in(args, "args") {
+    if let Some(path) = crate::routes::validate::nul_in(args, "args") {
         return Err(ApiError::Validation(ValidationErrors::one(
             &path,
             "must not contain the NUL character (\\u0000): the ledger cannot store it",
@@ -580,11 +578,10 @@ pub async fn replay(
     State(state): State<AppState>,
     auth: Auth,
     request_id: RequestId,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Result<ApiJson<BulkRequest>, ApiError>,
 ) -> Result<Json<ReplayReport>, ApiError> {
     auth.require(Scope::DeadReplay)?;
-    let request: BulkRequest = parse_json(&headers, body, state.settings.max_body_bytes)?;
+    let ApiJson(request) = body?;
     let (ids, filter) = select(&state, &auth, &request, "replay").await?;
     let args = match &request.args {
         None => None,
@@ -665,11 +662,10 @@ pub async fn purge(
     State(state): State<AppState>,
     auth: Auth,
     request_id: RequestId,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Result<ApiJson<BulkRequest>, ApiError>,
 ) -> Result<Json<PurgeReport>, ApiError> {
     auth.require(Scope::DeadPurge)?;
-    let request: BulkRequest = parse_json(&headers, body, state.settings.max_body_bytes)?;
+    let ApiJson(request) = body?;
     if request.args.is_some() {
         return Err(ApiError::Validation(ValidationErrors::one(
             "args",

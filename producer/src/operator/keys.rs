@@ -3,10 +3,8 @@
 
 use access::manage::{self, CreateKey, KeyRequestError};
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use jobs::ValidationErrors;
 use serde::{Deserialize, Serialize};
@@ -15,8 +13,8 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::auth::{Auth, RequestId};
+use crate::extract::ApiJson;
 use crate::problem::{ApiError, Problem};
-use crate::routes::parse_json;
 
 /// `POST /v1/keys` body.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -129,11 +127,10 @@ pub async fn create_key(
     State(state): State<AppState>,
     auth: Auth,
     request_id: RequestId,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Result<ApiJson<CreateKeyRequest>, ApiError>,
 ) -> Result<(StatusCode, Json<CreatedKeyView>), ApiError> {
     manage::require_manager(&auth)?;
-    let request: CreateKeyRequest = parse_json(&headers, body, state.settings.max_body_bytes)?;
+    let ApiJson(request) = body?;
     let created = manage::create_key(
         &state.store,
         &auth,

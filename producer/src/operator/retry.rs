@@ -8,7 +8,8 @@ use crate::AppState;
 use crate::auth::{Auth, RequestId};
 use crate::guard;
 use crate::problem::{ApiError, Problem};
-use crate::routes::{JobView, parse_id};
+use crate::routes::jobs::parse_id;
+use crate::routes::wire::JobView;
 
 /// `POST /v1/jobs/{id}/retry`: a retrying or scheduled job becomes due now; a dead job
 /// is replayed (fresh attempt budget); a cancelled one runs again. `409` for a job that

@@ -11,11 +11,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use broker::lapin::Acker;
-use broker::lapin::options::{BasicAckOptions, BasicNackOptions};
+use lapin::Acker;
+use lapin::options::{BasicAckOptions, BasicNackOptions};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::executor::{ACK_TIMEOUT, Disposition};
+use crate::consumer::{Disposition, SETTLE_TIMEOUT};
 
 enum Event {
     /// A delivery arrived (sent before its task starts, so it always precedes `Done`).
@@ -156,11 +156,11 @@ impl Ledger {
     }
 
     /// Sends one settlement, unless the channel already failed one.
-    async fn send(&mut self, settlement: impl Future<Output = Result<bool, broker::lapin::Error>>) {
+    async fn send(&mut self, settlement: impl Future<Output = Result<bool, lapin::Error>>) {
         if self.broken {
             return;
         }
-        match tokio::time::timeout(ACK_TIMEOUT, settlement).await {
+        match tokio::time::timeout(SETTLE_TIMEOUT, settlement).await {
             Ok(Ok(_)) => {}
             // The channel died after the outcome was committed: the redelivery finds
             // the job final and is acked without running.

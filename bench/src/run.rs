@@ -1,4 +1,4 @@
-//! `conveyor bench`: drives Conveyor over real HTTP and measures intake and end-to-end
+//! The benchmark itself: drives Conveyor over real HTTP and measures intake and end-to-end
 //! throughput, latency percentiles and peak memory, checks that every job completed
 //! exactly once, and (with `--baseline`) measures the raw pipeline Conveyor is built on
 //! — confirmed publishes to a quorum queue, manual-ack consumption, batched INSERTs into
@@ -6,123 +6,125 @@
 //! noisy machines as a ratio.
 //!
 //! Without `--url`, it starts Conveyor itself on a throwaway database and namespace
-//! (dropped afterwards): in-process, or with `--workers N` as N worker child processes.
-
-mod smtp_sink;
+//! (dropped afterwards): in-process, or with `--workers N` as N `conveyor worker` child
+//! processes (the `conveyor` executable beside this one).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use broker::lapin::options::{
+use futures_util::StreamExt;
+use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
-use broker::lapin::types::{AMQPValue, FieldTable, LongString};
-use futures_util::StreamExt;
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use serde_json::{Value, json};
 use sqlx::Row;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{self, Roles};
-use crate::config::Settings;
+use conveyor::app::{self, Roles};
+use conveyor::config::Settings;
+
+use crate::smtp_sink;
 
 /// What to run.
 #[derive(Debug, Clone)]
-pub struct BenchOptions {
+pub(crate) struct BenchOptions {
     /// Jobs to enqueue.
-    pub jobs: usize,
+    pub(crate) jobs: usize,
     /// `noop` or `order.process`.
-    pub kind: String,
+    pub(crate) kind: String,
     /// Concurrent HTTP clients.
-    pub concurrency: usize,
+    pub(crate) concurrency: usize,
     /// Jobs per `POST /v1/jobs/batch` (`None`: one job per request).
-    pub batch: Option<usize>,
+    pub(crate) batch: Option<usize>,
     /// Open loop: requests started per second (`None`: as fast as answered).
-    pub rate: Option<f64>,
+    pub(crate) rate: Option<f64>,
     /// Worker child processes (0: workers run in this process).
-    pub workers: usize,
+    pub(crate) workers: usize,
     /// Worker concurrency per queue.
-    pub worker_concurrency: u16,
+    pub(crate) worker_concurrency: u16,
     /// Jobs run first and left out of every figure.
-    pub warmup: usize,
+    pub(crate) warmup: usize,
     /// Also measure the raw pipeline.
-    pub baseline: bool,
+    pub(crate) baseline: bool,
     /// A running intake to drive instead of starting one (its database must be
     /// `database.url`).
-    pub url: Option<String>,
+    pub(crate) url: Option<String>,
     /// API key for `url`.
-    pub api_key: Option<String>,
+    pub(crate) api_key: Option<String>,
     /// Write the report as JSON here.
-    pub json: Option<PathBuf>,
+    pub(crate) json: Option<PathBuf>,
 }
 
 /// Latency percentiles in milliseconds.
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct Percentiles {
+pub(crate) struct Percentiles {
     /// Median.
-    pub p50: f64,
+    pub(crate) p50: f64,
     /// 90th.
-    pub p90: f64,
+    pub(crate) p90: f64,
     /// 99th.
-    pub p99: f64,
+    pub(crate) p99: f64,
     /// Worst.
-    pub max: f64,
+    pub(crate) max: f64,
 }
 
 /// What a run measured.
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     /// The kind benchmarked.
-    pub kind: String,
+    pub(crate) kind: String,
     /// Jobs enqueued.
-    pub jobs: usize,
+    pub(crate) jobs: usize,
     /// HTTP clients.
-    pub concurrency: usize,
+    pub(crate) concurrency: usize,
     /// Batch size, if batching.
-    pub batch: Option<usize>,
+    pub(crate) batch: Option<usize>,
     /// Open-loop rate, if any.
-    pub rate: Option<f64>,
+    pub(crate) rate: Option<f64>,
     /// Worker processes (0: in-process).
-    pub workers: usize,
+    pub(crate) workers: usize,
     /// Jobs run before the measured ones and left out.
-    pub warmup: usize,
+    pub(crate) warmup: usize,
     /// Jobs accepted per second at the intake.
-    pub intake_jobs_per_sec: f64,
+    pub(crate) intake_jobs_per_sec: f64,
     /// Jobs completed per second, first accepted to last completed.
-    pub end_to_end_jobs_per_sec: f64,
+    pub(crate) end_to_end_jobs_per_sec: f64,
     /// Request latency at the intake (per request: one job, or one batch).
-    pub accept_ms: Percentiles,
+    pub(crate) accept_ms: Percentiles,
     /// Accepted → a worker started it.
-    pub enqueue_to_start_ms: Percentiles,
+    pub(crate) enqueue_to_start_ms: Percentiles,
     /// Accepted → completed in the ledger.
-    pub enqueue_to_completed_ms: Percentiles,
+    pub(crate) enqueue_to_completed_ms: Percentiles,
     /// Requests the intake refused with 503/429 (backpressure) and the client retried.
-    pub refused_and_retried: u64,
+    pub(crate) refused_and_retried: u64,
     /// Jobs completed.
-    pub completed: i64,
+    pub(crate) completed: i64,
     /// Jobs with more than one completed attempt (must be 0).
-    pub completed_twice: i64,
+    pub(crate) completed_twice: i64,
     /// Jobs not completed (must be 0).
-    pub missing: i64,
+    pub(crate) missing: i64,
     /// Peak resident memory of this process in MiB (intake, and in-process workers).
-    pub process_peak_rss_mib: Option<f64>,
+    pub(crate) process_peak_rss_mib: Option<f64>,
     /// Peak resident memory of each worker child process in MiB.
-    pub worker_peak_rss_mib: Vec<f64>,
+    pub(crate) worker_peak_rss_mib: Vec<f64>,
     /// Raw pipeline messages per second, with `--baseline`.
-    pub baseline_msgs_per_sec: Option<f64>,
+    pub(crate) baseline_msgs_per_sec: Option<f64>,
     /// End-to-end throughput as a fraction of the raw pipeline.
-    pub ratio_to_baseline: Option<f64>,
+    pub(crate) ratio_to_baseline: Option<f64>,
 }
 
 /// Runs the benchmark.
 ///
 /// # Errors
 /// Setup failures, a failed request, or jobs that never complete.
-pub async fn run(settings: Settings, options: BenchOptions) -> anyhow::Result<Report> {
+pub(crate) async fn run(settings: Settings, options: BenchOptions) -> anyhow::Result<Report> {
     if options.jobs == 0 || options.concurrency == 0 {
         bail!("--jobs and --concurrency must be at least 1");
     }
@@ -177,7 +179,7 @@ pub async fn run(settings: Settings, options: BenchOptions) -> anyhow::Result<Re
 }
 
 /// The human summary.
-pub fn summary(report: &Report) -> String {
+pub(crate) fn summary(report: &Report) -> String {
     let p = |p: &Percentiles| {
         format!(
             "p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1} ms",
@@ -310,8 +312,13 @@ impl Target {
         let running = app::start(own, roles, shutdown.clone()).await?;
         let addr = running.producer_addr.context("the intake did not start")?;
         let mut children = Vec::new();
+        let exe = if options.workers > 0 {
+            Some(conveyor_exe()?)
+        } else {
+            None
+        };
         for n in 0..options.workers {
-            let exe = std::env::current_exe().context("cannot find the conveyor executable")?;
+            let exe = exe.as_deref().context("the conveyor executable")?;
             let queues = format!(
                 "default={c},orders={c},emails={c}",
                 c = options.worker_concurrency
@@ -391,31 +398,33 @@ impl Target {
             "default"
         };
         let expected = options.workers.max(1) as u32;
-        let connection = broker::connect(
+        let session = broker::Session::open(
             &self.settings.broker,
             &format!("{}-bench-probe", self.settings.namespace),
         )
         .await?;
         let deadline = Instant::now() + Duration::from_secs(60);
-        let topology = crate::app::topology(&self.settings);
+        let topology = app::topology(&self.settings);
         let name = topology.queue(queue);
         // Declared (idempotently, with the workers' arguments) so the passive checks
         // below never fail on a queue that does not exist yet.
-        let setup = connection.create_channel().await?;
-        topology.declare_base(&setup).await?;
-        topology.declare_queue(&setup, queue).await?;
-        loop {
-            let declared = broker::topology::inspect(&connection, &name).await;
-            if declared.is_ok_and(|q| q.consumer_count() >= expected) {
-                break;
+        let declared = session.declare(&topology, &[queue]).await;
+        let consuming = async {
+            declared?;
+            loop {
+                let declared = session.inspect(&name).await;
+                if declared.is_ok_and(|q| q.consumer_count() >= expected) {
+                    return Ok(());
+                }
+                if Instant::now() > deadline {
+                    bail!("workers did not start consuming {name} within 60 s");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            if Instant::now() > deadline {
-                bail!("workers did not start consuming {name} within 60 s");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let _ = connection.close(200, "ready".into()).await;
-        Ok(())
+        .await;
+        session.close().await;
+        consuming
     }
 
     async fn stop(&mut self) {
@@ -439,19 +448,19 @@ impl Target {
         let Some(database) = &self.owned_database else {
             return;
         };
-        if let Ok(connection) =
-            broker::connect(&self.settings.broker, "conveyor-bench-cleanup").await
+        if let Ok(session) =
+            broker::Session::open(&self.settings.broker, "conveyor-bench-cleanup").await
         {
-            if let Ok(channel) = connection.create_channel().await {
-                crate::app::topology(&self.settings)
-                    .delete(&channel, &["default", "orders", "emails"])
-                    .await;
-                let baseline = format!("{}.baseline", self.settings.namespace);
-                let _ = channel
-                    .queue_delete(baseline.as_str().into(), QueueDeleteOptions::default())
-                    .await;
-            }
-            let _ = connection.close(200, "done".into()).await;
+            session
+                .delete_namespace(
+                    &app::topology(&self.settings),
+                    &["default", "orders", "emails"],
+                )
+                .await;
+            session
+                .delete_queue(&format!("{}.baseline", self.settings.namespace))
+                .await;
+            session.close().await;
         }
         let url = self.settings.database.url.expose_secret().to_owned();
         let server = url
@@ -466,6 +475,20 @@ impl Target {
             .await;
         }
     }
+}
+
+/// The `conveyor` executable beside this one, which `--workers` starts as worker
+/// processes.
+fn conveyor_exe() -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe().context("cannot find the conveyor-bench executable")?;
+    let exe = me.with_file_name(format!("conveyor{}", std::env::consts::EXE_SUFFIX));
+    if !exe.is_file() {
+        bail!(
+            "--workers starts `conveyor worker` processes, but there is no {}: build it with `cargo build --release` (which builds conveyor and conveyor-bench side by side)",
+            exe.display()
+        );
+    }
+    Ok(exe)
 }
 
 /// Products the `order.process` bench orders from: [`BENCH_PRODUCTS`] of them, so that
@@ -676,11 +699,18 @@ fn peak_rss_mib(pid: u32) -> Option<f64> {
 /// messages per second, first publish to last ack.
 async fn baseline(settings: &Settings, n: usize) -> anyhow::Result<f64> {
     let queue = format!("{}.baseline", settings.namespace);
-    let connection = broker::connect(
-        &settings.broker,
-        &format!("{}-baseline", settings.namespace),
+    // The raw client on purpose: this is what Conveyor is measured against.
+    let properties = ConnectionProperties::default()
+        .with_connection_name(format!("{}-baseline", settings.namespace).as_str().into());
+    // The first configured node (`broker.url`, or the first of `broker.urls`).
+    let nodes = settings.broker.node_urls();
+    let (_, url) = nodes.first().context("no broker URL configured")?;
+    let connection = tokio::time::timeout(
+        settings.broker.connect_timeout(),
+        Connection::connect(url.expose_secret(), properties),
     )
-    .await?;
+    .await
+    .context("connecting to the broker timed out")??;
     let setup = connection.create_channel().await?;
     let mut args = FieldTable::default();
     args.insert(
@@ -741,7 +771,7 @@ async fn baseline(settings: &Settings, n: usize) -> anyhow::Result<f64> {
                     queue.as_str().into(),
                     BasicPublishOptions::default(),
                     &body(i),
-                    broker::lapin::BasicProperties::default().with_delivery_mode(2),
+                    BasicProperties::default().with_delivery_mode(2),
                 )
                 .await?;
             in_flight.push(confirm);
@@ -753,7 +783,7 @@ async fn baseline(settings: &Settings, n: usize) -> anyhow::Result<f64> {
     };
     let consumer_side = async {
         let mut done = 0usize;
-        let mut batch: Vec<broker::lapin::message::Delivery> = Vec::with_capacity(500);
+        let mut batch: Vec<lapin::message::Delivery> = Vec::with_capacity(500);
         while done < n {
             // Wait for one delivery, then take whatever else arrives within 2 ms, up to
             // 500: one INSERT and one multiple-ack per batch.

@@ -1,7 +1,17 @@
 //! `conveyor bench` smoke test: a few hundred jobs, checking the accounting (all
 //! completed, none twice) — never the speed.
 
-mod common;
+/// Postgres server URL, without a database (as the workspace's end-to-end tests read it).
+fn postgres_base() -> String {
+    std::env::var("CONVEYOR_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// RabbitMQ URL.
+fn amqp_url() -> String {
+    std::env::var("CONVEYOR_TEST_AMQP")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
 
 use serde_json::Value;
 
@@ -13,7 +23,6 @@ async fn bench_accounts_for_every_job_exactly_once() {
 
     for (kind, extra) in [("noop", vec!["--batch", "50"]), ("order.process", vec![])] {
         let mut args = vec![
-            "bench",
             "--jobs",
             "300",
             "--kind",
@@ -27,15 +36,15 @@ async fn bench_accounts_for_every_job_exactly_once() {
         let path = report_path.to_str().unwrap().to_owned();
         args.push(&path);
         args.extend(extra);
-        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_conveyor"))
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_conveyor-bench"))
             .args(&args)
             .env_remove("DATABASE_URL")
             .env_remove("AMQP_URL")
             .env(
                 "CONVEYOR_DATABASE__URL",
-                format!("{}/postgres", common::postgres_base()),
+                format!("{}/postgres", postgres_base()),
             )
-            .env("CONVEYOR_BROKER__URL", common::amqp_url())
+            .env("CONVEYOR_BROKER__URL", amqp_url())
             .env("RUST_LOG", "warn")
             .output()
             .await
