@@ -856,13 +856,12 @@ async fn keys_and_audit_work_from_the_cli_and_no_key_reaches_a_child_process_log
 
     let port = common::free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let child = app
-        .command(&["producer", "--listen", &format!("127.0.0.1:{port}")])
-        .env("RUST_LOG", "debug")
-        .stderr(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    // Its output is read as it comes: a pipe nobody drains fills up (debug logs) and
+    // blocks the child mid-write, and with it every request the test sends.
+    let (mut child, output) = app.spawn_child_with_output(
+        &["producer", "--listen", &format!("127.0.0.1:{port}")],
+        &[("RUST_LOG", "debug".to_owned())],
+    );
     app.wait_ready(&base).await;
     let post = |key: String, kind: &'static str| {
         let client = app.client.clone();
@@ -937,12 +936,12 @@ async fn keys_and_audit_work_from_the_cli_and_no_key_reaches_a_child_process_log
     );
 
     common::terminate(&child);
-    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
         .await
-        .unwrap()
+        .expect("the child intake exits within a minute of SIGTERM")
         .unwrap();
-    assert!(output.status.success());
-    let logs = String::from_utf8_lossy(&output.stderr);
+    assert!(status.success());
+    let logs = output.finished().await.join("\n");
     assert!(
         logs.contains("authentication failed"),
         "failed authentications are logged"

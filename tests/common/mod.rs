@@ -101,7 +101,11 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings), roles: Roles)
         address,
         settings,
         store,
-        client: reqwest::Client::new(),
+        // Every request bounded: a stuck intake fails the test instead of hanging it.
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("a reqwest client"),
         smtp: sink,
         shutdown,
         running: Some(running),
