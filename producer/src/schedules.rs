@@ -105,9 +105,11 @@ pub struct ScheduleView {
     pub kind: String,
     /// Their queue.
     pub queue: String,
-    /// Their arguments.
-    #[schema(value_type = Object)]
+    /// Their arguments (`null` when redacted).
+    #[schema(value_type = Option<Object>)]
     pub args: Value,
+    /// True when `args` was withheld: the key lacks `jobs:read_args`.
+    pub redacted: bool,
     /// Their attempts.
     pub max_attempts: u32,
     /// `none`, `latest` or `all`.
@@ -155,6 +157,17 @@ pub struct ScheduleList {
     pub schedules: Vec<ScheduleView>,
 }
 
+/// A schedule as `auth` may see it: its arguments only with `jobs:read_args`, as for
+/// jobs.
+fn shown(auth: &Auth, record: ScheduleRecord) -> ScheduleView {
+    let mut view = ScheduleView::from(record);
+    if !auth.can(Scope::JobsReadArgs) {
+        view.args = Value::Null;
+        view.redacted = true;
+    }
+    view
+}
+
 impl From<ScheduleRecord> for ScheduleView {
     fn from(r: ScheduleRecord) -> Self {
         let next_slot = r
@@ -177,6 +190,7 @@ impl From<ScheduleRecord> for ScheduleView {
             kind: r.kind,
             queue: r.queue,
             args: r.args,
+            redacted: false,
             max_attempts: r.max_attempts,
             catch_up: r.catch_up.to_string(),
             catch_up_limit: r.catch_up_limit,
@@ -275,7 +289,7 @@ pub async fn create_schedule(
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],
-        Json(ScheduleView::from(created)),
+        Json(shown(&auth, created)),
     )
         .into_response())
 }
@@ -300,7 +314,10 @@ pub async fn list_schedules(
     auth.require(Scope::JobsRead)?;
     let schedules = state.store.list_schedules().await?;
     Ok(Json(ScheduleList {
-        schedules: schedules.into_iter().map(ScheduleView::from).collect(),
+        schedules: schedules
+            .into_iter()
+            .map(|record| shown(&auth, record))
+            .collect(),
     }))
 }
 
@@ -330,7 +347,7 @@ pub async fn get_schedule(
         .get_schedule(&name)
         .await?
         .ok_or_else(|| missing(&name))?;
-    Ok(Json(record.into()))
+    Ok(Json(shown(&auth, record)))
 }
 
 /// `PATCH /v1/schedules/{name}`: changes the given fields; the result is checked as a
@@ -379,7 +396,7 @@ pub async fn update_schedule(
     };
     let def = check(&state, spec)?;
     let record = changed(state.store.replace_schedule(&def).await?, &name)?;
-    Ok(Json(record.into()))
+    Ok(Json(shown(&auth, record)))
 }
 
 /// `DELETE /v1/schedules/{name}`: deletes an API schedule; its jobs stay.
@@ -428,7 +445,7 @@ pub async fn pause_schedule(
 ) -> Result<Json<ScheduleView>, ApiError> {
     auth.require(Scope::QueuesManage)?;
     let record = changed(state.store.set_schedule_paused(&name, true).await?, &name)?;
-    Ok(Json(record.into()))
+    Ok(Json(shown(&auth, record)))
 }
 
 /// `POST /v1/schedules/{name}/resume`: fires again from the first slot after now.
@@ -452,7 +469,7 @@ pub async fn resume_schedule(
 ) -> Result<Json<ScheduleView>, ApiError> {
     auth.require(Scope::QueuesManage)?;
     let record = changed(state.store.set_schedule_paused(&name, false).await?, &name)?;
-    Ok(Json(record.into()))
+    Ok(Json(shown(&auth, record)))
 }
 
 /// `POST /v1/schedules/{name}/trigger`: fires one job now, outside the slots (the
@@ -481,5 +498,5 @@ pub async fn trigger_schedule(
         .trigger_schedule(&name)
         .await?
         .ok_or_else(|| missing(&name))?;
-    Ok((StatusCode::ACCEPTED, Json(JobView::from(job))).into_response())
+    Ok((StatusCode::ACCEPTED, Json(crate::guard::view(&auth, job))).into_response())
 }

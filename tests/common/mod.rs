@@ -524,6 +524,9 @@ impl TestApp {
             .env_remove("DATABASE_URL")
             .env_remove("AMQP_URL")
             .env_remove("CONVEYOR_CONFIG")
+            // The harness's own variables would read as configuration keys.
+            .env_remove("CONVEYOR_TEST_POSTGRES")
+            .env_remove("CONVEYOR_TEST_AMQP")
             .envs(self.child_env())
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true);
