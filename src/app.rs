@@ -154,10 +154,19 @@ pub async fn start(
     let catalog = worker::startup::catalog(test_kinds)?;
     let registry = if roles.worker {
         let mailer = worker::SmtpMailer::new(&settings.smtp).context("smtp settings")?;
+        let webhooks =
+            worker::HttpWebhookSender::new(&settings.webhooks).context("webhooks settings")?;
+        let callback_secret = settings
+            .webhooks
+            .callback_secret
+            .as_ref()
+            .map(|s| secrecy::ExposeSecret::expose_secret(s).to_owned());
         Some(worker::startup::registry(
             test_kinds,
             store.clone(),
             mailer,
+            webhooks,
+            callback_secret,
         )?)
     } else {
         None
@@ -238,6 +247,7 @@ pub async fn start_with(
         )
         .map_err(anyhow::Error::msg)?
         .with_metrics(crate::telemetry::metrics_renderer(store.clone()))
+        .with_webhook_targets(settings.webhooks.policy())
         .with_key_store(
             Store::connect(&store::DatabaseSettings {
                 max_connections: 1,

@@ -118,6 +118,10 @@ pub enum Command {
     /// Read the audit log: every change made through the API or the CLI.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Subscribe URLs to job transitions: signed webhook deliveries, each a
+    /// `webhook.deliver` job (retried, dead-lettered, replayable like any job).
+    #[command(subcommand)]
+    Webhooks(WebhooksCommand),
     /// Per queue: ready, running, scheduled, retrying, dead, oldest ready age, completed
     /// and failed in the last minute, consumers.
     Stats {
@@ -214,13 +218,68 @@ pub enum KeysCommand {
     },
 }
 
+/// `conveyor webhooks`.
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCommand {
+    /// Subscribe a URL to the transitions of matching jobs; prints the signing secret
+    /// (Standard Webhooks `whsec_…`) once. The URL's host must not resolve to a
+    /// loopback, private or link-local address unless webhooks.allow_private_targets.
+    Add {
+        /// Where deliveries are POSTed (http or https).
+        #[arg(long)]
+        url: String,
+        /// Kind glob (`order.*`); default: every kind.
+        #[arg(long, value_name = "GLOB")]
+        kind: Option<String>,
+        /// States delivered, comma-separated, from scheduled, enqueued, retrying,
+        /// completed, dead, cancelled (default: completed,dead,cancelled).
+        #[arg(long, value_name = "STATES", value_delimiter = ',')]
+        states: Vec<String>,
+        /// A note for people.
+        #[arg(long)]
+        description: Option<String>,
+        /// Attempts of each delivery before it is dead, 1 to 25 (default 8).
+        #[arg(long, value_name = "N")]
+        max_attempts: Option<u32>,
+        /// Who is adding it (recorded in the audit log; default: $USER).
+        #[arg(long, value_name = "NAME")]
+        by: Option<String>,
+        /// JSON for scripts (the secret included).
+        #[arg(long)]
+        json: bool,
+    },
+    /// List subscriptions (never their secrets).
+    List {
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one subscription (never its secret).
+    Show {
+        /// Subscription id.
+        id: String,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a subscription: no more deliveries are made to it (those already owed
+    /// complete without sending).
+    Remove {
+        /// Subscription id.
+        id: String,
+        /// Who is removing it (recorded in the audit log; default: $USER).
+        #[arg(long, value_name = "NAME")]
+        by: Option<String>,
+    },
+}
+
 /// `conveyor audit`.
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Who changed what, newest first.
     List {
         /// Only this action (job.cancel, job.retry, dead.replay, dead.purge, key.create,
-        /// key.revoke, queue.pause, queue.resume).
+        /// key.revoke, queue.pause, queue.resume, webhook.create, webhook.delete).
         #[arg(long)]
         action: Option<String>,
         /// Only this actor (a key's name, a CLI user).
@@ -506,6 +565,7 @@ impl Cli {
             | Command::Schedules(_)
             | Command::Keys(_)
             | Command::Audit(_)
+            | Command::Webhooks(_)
             | Command::Stats { .. }
             | Command::Demo(_)
             | Command::Bench(_) => (None, None),

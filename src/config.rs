@@ -11,7 +11,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use producer::ProducerSettings;
 use serde::{Deserialize, Serialize};
 use store::DatabaseSettings;
-use worker::{DispatcherSettings, SmtpSettings, WorkerSettings};
+use worker::{DispatcherSettings, SmtpSettings, WebhookSettings, WorkerSettings};
 
 /// Everything Conveyor can be configured with.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -33,6 +33,8 @@ pub struct Settings {
     pub smtp: SmtpSettings,
     /// Periodic jobs (`[[schedules]]`), written to the ledger at start-up.
     pub schedules: Vec<jobs::schedule::ScheduleSpec>,
+    /// Webhooks: which targets may be called, time bounds, the callback secret.
+    pub webhooks: WebhookSettings,
 }
 
 impl Default for Settings {
@@ -46,6 +48,7 @@ impl Default for Settings {
             dispatcher: DispatcherSettings::default(),
             smtp: SmtpSettings::default(),
             schedules: Vec::new(),
+            webhooks: WebhookSettings::default(),
         }
     }
 }
@@ -265,6 +268,9 @@ impl Settings {
         }
         if let Err(e) = self.schedule_defs() {
             problems.push(e.0);
+        }
+        if let Err((key, e)) = self.webhooks.validate() {
+            problems.push(format!("configuration key `{key}`: {e}"));
         }
         if problems.is_empty() {
             Ok(())

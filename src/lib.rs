@@ -14,6 +14,7 @@
 //! - [`schedules`] — `[[schedules]]` in the configuration and the `schedules` commands.
 //! - [`keys`] — `conveyor keys create|list|revoke`.
 //! - [`audit`] — `conveyor audit list`.
+//! - [`webhooks`] — `conveyor webhooks add|list|show|remove`.
 //! - [`telemetry`] — logging.
 
 pub mod app;
@@ -25,3 +26,4 @@ pub mod ops;
 pub mod schedules;
 pub mod sibling;
 pub mod telemetry;
+pub mod webhooks;

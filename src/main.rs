@@ -70,6 +70,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let store = store::Store::connect(&settings.database)?;
             return conveyor::keys::keys(&store, command).await;
         }
+        Command::Webhooks(command) => {
+            let store = store::Store::connect(&settings.database)?;
+            return conveyor::webhooks::webhooks(&store, &settings, command).await;
+        }
         Command::Audit(command) => {
             let store = store::Store::connect(&settings.database)?;
             return conveyor::audit::audit(&store, command).await;

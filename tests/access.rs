@@ -40,6 +40,26 @@ async fn make_key(
     (created.key.expose().to_owned(), created.record.id)
 }
 
+/// A subscription made through the same code as `conveyor webhooks add`.
+async fn make_webhook(app: &TestApp) -> uuid::Uuid {
+    let admin = Principal::cli("test");
+    access::webhooks::create_webhook(
+        &app.store,
+        &admin,
+        &admin.audit(None),
+        &jobs::kinds::webhook::TargetPolicy::default(),
+        access::webhooks::CreateWebhook {
+            url: "https://203.0.113.10/hook".into(),
+            kind: Some("nothing.matches".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("the webhook is created")
+    .record
+    .id
+}
+
 /// One job of each kind the matrix touches, in the states its routes need.
 struct Fixture {
     /// Dead jobs (with open dead letters) by kind.
@@ -111,7 +131,8 @@ async fn ledger_state(app: &TestApp) -> String {
             (SELECT count(*) FROM dead_letters WHERE resolved_at IS NULL), \
             (SELECT count(*) FROM audit_log), \
             (SELECT count(*) FROM api_keys), \
-            (SELECT count(*) FROM api_keys WHERE revoked_at IS NOT NULL))",
+            (SELECT count(*) FROM api_keys WHERE revoked_at IS NOT NULL), \
+            (SELECT count(*) FROM webhook_subscriptions))",
     )
     .fetch_one(app.store.pool())
     .await
@@ -133,6 +154,9 @@ fn decision(method: &str, path: &str) -> Option<Option<Scope>> {
         ("post", "/v1/dead/purge") => Some(Scope::DeadPurge),
         ("post" | "get", "/v1/keys") | ("delete", "/v1/keys/{id}") => Some(Scope::KeysManage),
         ("get", "/v1/audit") => Some(Scope::AuditRead),
+        ("post" | "get", "/v1/webhooks") | ("get" | "delete", "/v1/webhooks/{id}") => {
+            Some(Scope::WebhooksManage)
+        }
         ("get", "/v1/schedules" | "/v1/schedules/{name}") => Some(Scope::JobsRead),
         ("post", "/v1/schedules")
         | ("patch" | "delete", "/v1/schedules/{name}")
@@ -194,6 +218,16 @@ async fn request(
             (format!("/v1/keys/{id}"), None, 200)
         }
         ("get", "/v1/audit") => (path.to_owned(), None, 200),
+        // A documentation address (TEST-NET-3): public, so no setting is needed.
+        ("post", "/v1/webhooks") => (
+            path.to_owned(),
+            Some(json!({"url": "https://203.0.113.10/hook", "kind": "nothing.matches"})),
+            201,
+        ),
+        ("get" | "delete", "/v1/webhooks/{id}") => {
+            let id = make_webhook(app).await;
+            (format!("/v1/webhooks/{id}"), None, 200)
+        }
         ("post", "/v1/schedules") => (
             path.to_owned(),
             Some(

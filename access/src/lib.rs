@@ -15,6 +15,8 @@
 //!   `--expires`.
 //! - [`select`] — [`DeadSelection`]: the dead-letter filters of the CLI and the API,
 //!   limited to a principal's reach.
+//! - [`webhooks`] — creating webhook subscriptions (shared by the CLI and
+//!   `POST /v1/webhooks`), their secrets, and the target check of any webhook URL.
 
 pub mod glob;
 pub mod key;
@@ -23,6 +25,7 @@ pub mod principal;
 pub mod ring;
 pub mod scope;
 pub mod select;
+pub mod webhooks;
 
 pub use glob::Glob;
 pub use key::{ApiKey, KeyHash};

@@ -13,6 +13,7 @@
 //! | `queues:manage` | | | ✓ | ✓ |
 //! | `keys:manage` | | | | ✓ |
 //! | `audit:read` | | ✓ | ✓ | ✓ |
+//! | `webhooks:manage` | | | | ✓ |
 
 use serde::{Deserialize, Serialize};
 
@@ -52,11 +53,14 @@ pub enum Scope {
     /// Read the audit log.
     #[serde(rename = "audit:read")]
     AuditRead,
+    /// Create, list and delete webhook subscriptions (their secrets sign deliveries).
+    #[serde(rename = "webhooks:manage")]
+    WebhooksManage,
 }
 
 impl Scope {
     /// Every scope.
-    pub const ALL: [Scope; 11] = [
+    pub const ALL: [Scope; 12] = [
         Scope::JobsEnqueue,
         Scope::JobsRead,
         Scope::JobsReadArgs,
@@ -68,6 +72,7 @@ impl Scope {
         Scope::QueuesManage,
         Scope::KeysManage,
         Scope::AuditRead,
+        Scope::WebhooksManage,
     ];
 
     /// Its name (`jobs:enqueue`, …), as the API and the OpenAPI document spell it.
@@ -84,6 +89,7 @@ impl Scope {
             Scope::QueuesManage => "queues:manage",
             Scope::KeysManage => "keys:manage",
             Scope::AuditRead => "audit:read",
+            Scope::WebhooksManage => "webhooks:manage",
         }
     }
 
@@ -208,6 +214,8 @@ mod tests {
         assert!(operator.contains(Scope::DeadReplay) && operator.contains(Scope::JobsReadArgs));
         assert!(!operator.contains(Scope::DeadPurge) && !operator.contains(Scope::KeysManage));
         assert!(!operator.contains(Scope::JobsEnqueue));
+        assert!(!operator.contains(Scope::WebhooksManage));
+        assert!(!viewer.contains(Scope::WebhooksManage));
         assert_eq!(Role::Admin.scopes().iter().count(), Scope::ALL.len());
     }
 

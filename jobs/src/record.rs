@@ -61,6 +61,8 @@ pub struct NewJob {
     /// The schedule slot this job was fired for (`None` for a job posted or enqueued
     /// by a handler).
     pub fired_by: Option<FiredBy>,
+    /// Told of the job's final state by a `webhook.deliver` job (checked at intake).
+    pub callback_url: Option<String>,
 }
 
 /// One job as stored.

@@ -88,6 +88,8 @@ pub struct AppState {
     pub inserts: Coalescer<NewJob, Result<Insert, store::Error>>,
     /// Notes confirmed publishes in the ledger, late and many per statement.
     pub published: marks::PublishMarks,
+    /// Which webhook targets (`callback_url`, subscriptions) may be called.
+    pub webhook_targets: jobs::kinds::webhook::TargetPolicy,
 }
 
 impl AppState {
@@ -125,6 +127,7 @@ impl AppState {
             auth_failures: Arc::new(auth::Limiter::new(settings.auth_failures)),
             keys: Arc::new(access::KeyRing::new(configured, Some(ring_store))),
             settings: Arc::new(settings),
+            webhook_targets: jobs::kinds::webhook::TargetPolicy::default(),
         })
     }
 }
@@ -138,6 +141,13 @@ impl AppState {
         // The hashes were validated by `AppState::new`.
         let configured = auth::parse_configured(&self.settings.api_keys).unwrap_or_default();
         self.keys = Arc::new(access::KeyRing::new(configured, Some(store)));
+        self
+    }
+
+    /// Checks webhook targets with `policy` (`webhooks.allow_private_targets`).
+    #[must_use]
+    pub fn with_webhook_targets(mut self, policy: jobs::kinds::webhook::TargetPolicy) -> Self {
+        self.webhook_targets = policy;
         self
     }
 
@@ -185,6 +195,7 @@ impl MakeRequestId for NewRequestId {
         (name = "jobs", description = "Enqueue, inspect, list and cancel jobs"),
         (name = "operations", description = "Dead letters, retries, stats and the audit log"),
         (name = "keys", description = "API keys (admins)"),
+        (name = "webhooks", description = "Webhook subscriptions: signed deliveries of job transitions (admins)"),
         (name = "schedules", description = "Periodic jobs: create, inspect, change, pause, resume, trigger"),
         (name = "health", description = "Liveness and readiness")
     )

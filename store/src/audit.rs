@@ -87,11 +87,17 @@ pub enum AuditAction {
     /// A queue was resumed.
     #[serde(rename = "queue.resume")]
     QueueResume,
+    /// A webhook subscription was created.
+    #[serde(rename = "webhook.create")]
+    WebhookCreate,
+    /// A webhook subscription was deleted.
+    #[serde(rename = "webhook.delete")]
+    WebhookDelete,
 }
 
 impl AuditAction {
     /// Every action, in the order the documentation lists them.
-    pub const ALL: [AuditAction; 8] = [
+    pub const ALL: [AuditAction; 10] = [
         AuditAction::JobCancel,
         AuditAction::JobRetry,
         AuditAction::DeadReplay,
@@ -100,6 +106,8 @@ impl AuditAction {
         AuditAction::KeyRevoke,
         AuditAction::QueuePause,
         AuditAction::QueueResume,
+        AuditAction::WebhookCreate,
+        AuditAction::WebhookDelete,
     ];
 
     /// The stored name (`job.cancel`, …).
@@ -113,6 +121,8 @@ impl AuditAction {
             AuditAction::KeyRevoke => "key.revoke",
             AuditAction::QueuePause => "queue.pause",
             AuditAction::QueueResume => "queue.resume",
+            AuditAction::WebhookCreate => "webhook.create",
+            AuditAction::WebhookDelete => "webhook.delete",
         }
     }
 }

@@ -14,6 +14,7 @@ use crate::Store;
 use crate::audit::{self, AuditAction, AuditContext};
 use crate::error::Error;
 use crate::sql::notify_due;
+use crate::webhooks::{TRANSITION_COLUMNS, deliveries_cte};
 
 /// Which dead letters an operator means. Empty fields match everything.
 #[derive(Debug, Clone, Default)]
@@ -458,14 +459,18 @@ impl Store {
     /// When the database fails (nothing changed).
     pub async fn cancel(&self, id: JobId, context: &AuditContext) -> Result<CancelOutcome, Error> {
         let mut tx = self.pool().begin().await?;
-        let row = sqlx::query(
-            "UPDATE jobs SET \
-                 state = CASE WHEN state = 'running' THEN 'running' ELSE 'cancelled' END, \
+        // A job cancelled now owes its webhook deliveries, in this same statement.
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "WITH changed AS (UPDATE jobs j SET \
+                 state = CASE WHEN j.state = 'running' THEN 'running' ELSE 'cancelled' END, \
                  cancel_requested = true, updated_at = now(), \
-                 finished_at = CASE WHEN state = 'running' THEN NULL ELSE now() END \
-             WHERE id = $1 AND state IN ('scheduled', 'enqueued', 'retrying', 'running') \
-             RETURNING state",
-        )
+                 finished_at = CASE WHEN j.state = 'running' THEN NULL ELSE now() END \
+             WHERE j.id = $1 AND j.state IN ('scheduled', 'enqueued', 'retrying', 'running') \
+             RETURNING j.id, j.kind, j.queue, j.state, {TRANSITION_COLUMNS}) \
+             {webhooks} \
+             SELECT state FROM changed",
+            webhooks = deliveries_cte("changed"),
+        )))
         .bind(id.as_uuid())
         .fetch_optional(&mut *tx)
         .await?;

@@ -109,6 +109,7 @@ pub(crate) async fn enqueue_in(
         idempotency_ttl: Duration::ZERO,
         traceparent: None,
         fired_by: None,
+        callback_url: None,
     };
     insert_rows(conn, std::slice::from_ref(&job), Start::DueNow).await?;
     Ok(())

@@ -12,6 +12,7 @@ use uuid::Uuid;
 use crate::Store;
 use crate::error::Error;
 use crate::sql::{JOB_COLUMNS, JobRow, NOTIFY_DUE, clamp_i32, millis};
+use crate::webhooks::{TRANSITION_COLUMNS, deliveries_cte};
 
 /// The result of an insert.
 #[derive(Debug, Clone)]
@@ -132,6 +133,7 @@ pub(crate) async fn insert_rows(
     let mut traces = Vec::with_capacity(n);
     let mut schedules = Vec::with_capacity(n);
     let mut slots = Vec::with_capacity(n);
+    let mut callbacks = Vec::with_capacity(n);
     for job in jobs {
         ids.push(job.id.as_uuid());
         kinds.push(job.kind.as_str());
@@ -146,23 +148,30 @@ pub(crate) async fn insert_rows(
         traces.push(job.traceparent.as_deref());
         schedules.push(job.fired_by.as_ref().map(|f| f.schedule.as_str()));
         slots.push(job.fired_by.as_ref().map(|f| f.slot.as_str()));
+        callbacks.push(job.callback_url.as_deref());
     }
     // A follow-up job wakes the dispatchers in the same round trip.
+    // The jobs' webhook deliveries (subscriptions to `enqueued` / `scheduled`) are
+    // inserted by the same statement.
     let rows: Vec<JobRow> = sqlx::query_as(AssertSqlSafe(format!(
-        "INSERT INTO jobs (id, kind, queue, args, state, max_attempts, attempt_budget, run_at, \
-             timeout_ms, idempotency_key, idempotency_expires_at, traceparent, schedule_name, \
-             schedule_slot) \
+        "WITH inserted AS (INSERT INTO jobs AS j (id, kind, queue, args, state, max_attempts, \
+             attempt_budget, run_at, timeout_ms, idempotency_key, idempotency_expires_at, \
+             traceparent, schedule_name, schedule_slot, callback_url) \
          SELECT id, kind, queue, args, state, max_attempts, max_attempts, COALESCE(run_at, now()), \
              timeout_ms, key, \
              CASE WHEN key IS NULL THEN NULL ELSE now() + ttl_ms * interval '1 millisecond' END, \
-             traceparent, schedule_name, schedule_slot \
+             traceparent, schedule_name, schedule_slot, callback_url \
          FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::text[], $6::int[], \
              $7::timestamptz[], $8::int[], $9::text[], $10::bigint[], $11::text[], $13::text[], \
-             $14::text[]) \
+             $14::text[], $15::text[]) \
              AS t(id, kind, queue, args, state, max_attempts, run_at, timeout_ms, key, ttl_ms, \
-                 traceparent, schedule_name, schedule_slot) \
+                 traceparent, schedule_name, schedule_slot, callback_url) \
          ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
-         RETURNING {JOB_COLUMNS}, CASE WHEN $12 THEN {NOTIFY_DUE} END AS woke"
+         RETURNING {JOB_COLUMNS}, {TRANSITION_COLUMNS}, \
+             CASE WHEN $12 THEN {NOTIFY_DUE} END AS woke) \
+         {webhooks} \
+         SELECT * FROM inserted",
+        webhooks = deliveries_cte("inserted"),
     )))
     .bind(&ids)
     .bind(&kinds)
@@ -178,6 +187,7 @@ pub(crate) async fn insert_rows(
     .bind(start == Start::DueNow)
     .bind(&schedules)
     .bind(&slots)
+    .bind(&callbacks)
     .fetch_all(&mut *conn)
     .await?;
     let mut created: HashMap<JobId, JobRecord> = rows

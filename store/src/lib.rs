@@ -27,6 +27,9 @@
 //!   product catalog and its CSV format.
 //! - [`schedules`] — schedule rows and taking a slot (the cursor's compare-and-set).
 //! - [`emails`] — `email.send`'s record of sent messages ([`jobs::kinds::email::SentLog`]).
+//! - [`webhooks`] — webhook subscriptions (audited), their secrets
+//!   ([`jobs::kinds::webhook::SubscriptionSecrets`]), and the deliveries each transition
+//!   owes, inserted inside the transition's own statement.
 //! - [`error`] — [`Error`], with constraint violations mapped to meaning.
 
 /// The name of the Postgres channel that wakes dispatchers, as a literal, so that SQL
@@ -55,6 +58,7 @@ pub mod settings;
 pub mod settle;
 mod sql;
 pub mod stats;
+pub mod webhooks;
 pub mod workers;
 
 use sqlx::PgPool;
@@ -78,6 +82,7 @@ pub use schedules::{ConfigSync, Firing, ScheduleChange, ScheduleRecord, Schedule
 pub use settings::DatabaseSettings;
 pub use settle::{Ending, Settled, Settlement};
 pub use stats::QueueStats;
+pub use webhooks::{NewSubscription, SubscriptionRecord};
 
 /// The schema's migrations, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");

@@ -205,6 +205,7 @@ fn new_slot_job(record: &ScheduleRecord, fired_by: FiredBy, run_at: DateTime<Utc
         idempotency_ttl: SLOT_KEY_TTL,
         traceparent: None,
         fired_by: Some(fired_by),
+        callback_url: None,
     }
 }
 

@@ -12,6 +12,11 @@
 //! 3. when some job runs again: one `NOTIFY` for the dispatchers;
 //! 4. when some job was not settled: one read of the states, to say why.
 //!
+//! Statement 1 also carries the webhook effect: a CTE inserting the `webhook.deliver`
+//! jobs the changed rows owe ([`crate::webhooks::deliveries_cte`]), so deliveries commit
+//! with the transition even on the one-statement hot path; without subscriptions and
+//! callbacks it is a join with an empty table.
+//!
 //! A batch of completions (the hot path) is statement 1 alone, without a transaction.
 //!
 //! The one rule that depends on the row as it is when written: a cancel requested while
@@ -45,6 +50,7 @@ use crate::archive::DeadMessage;
 use crate::claim::states_of;
 use crate::error::Error;
 use crate::sql::{NewLetter, clamp_i32, insert_dead_letters, millis, notify_due};
+use crate::webhooks::{TRANSITION_COLUMNS, deliveries_cte};
 
 /// One job to settle.
 #[derive(Debug, Clone, PartialEq)]
@@ -337,13 +343,16 @@ async fn write(conn: &mut PgConnection, settlements: &[Settlement]) -> Result<Ve
                  CASE WHEN j.state = 'dead' THEN j.args END AS args, \
                  i.attempt AS settled_attempt, i.worker_id AS settled_by, \
                  COALESCE(i.started_at, j.started_at, now()) AS settled_started_at, \
-                 i.outcome, i.error AS settled_error, i.delay_ms), \
+                 i.outcome, i.error AS settled_error, i.delay_ms, {TRANSITION_COLUMNS}), \
          attempt_rows AS (INSERT INTO job_attempts \
                  (job_id, attempt, worker_id, started_at, outcome, error, retry_at) \
              SELECT id, settled_attempt, settled_by, settled_started_at, outcome, settled_error, \
                  now() + delay_ms * interval '1 millisecond' \
              FROM settled WHERE outcome IS NOT NULL) \
-         SELECT id, state, queue, kind, args FROM settled"
+         {webhooks} \
+         SELECT id, state, queue, kind, args FROM settled",
+        // Effect: webhook deliveries (see the module docs), in this same statement.
+        webhooks = deliveries_cte("settled"),
     )))
     .bind(JobState::Cancelled.as_str())
     .bind(&ids)

@@ -14,6 +14,8 @@
 //! - [`archive`] — the dead-letter queue → `dead_letters`.
 //! - [`retry`] — waiting out an unavailable database without losing the delivery.
 //! - [`mailer`] — [`SmtpMailer`], `email.send`'s SMTP adapter, and [`SmtpSettings`].
+//! - [`webhook`] — [`HttpWebhookSender`], `webhook.deliver`'s HTTP adapter (signing,
+//!   target checks at delivery), and [`WebhookSettings`].
 //! - [`startup`] — the catalog and registry of shipped kinds.
 
 pub mod archive;
@@ -27,9 +29,11 @@ pub mod retry;
 pub mod schedules;
 pub mod settings;
 pub mod startup;
+pub mod webhook;
 
 pub use consumer::{Worker, WorkerStatus};
 pub use dispatcher::Dispatcher;
 pub use executor::Executor;
 pub use mailer::{SmtpMailer, SmtpSettings, SmtpSettingsError, SmtpTls};
 pub use settings::{DispatcherSettings, WorkerSettings};
+pub use webhook::{HttpWebhookSender, WebhookSettings};

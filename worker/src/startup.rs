@@ -4,6 +4,7 @@ use jobs::kinds::email::{Mailer, SendEmailHandler};
 use jobs::kinds::noop::NoopHandler;
 use jobs::kinds::order::ProcessOrderHandler;
 use jobs::kinds::testing;
+use jobs::kinds::webhook::{DeliverWebhookHandler, WebhookSender};
 use jobs::{Catalog, Registry, RegistryError};
 use store::Store;
 
@@ -28,21 +29,26 @@ pub fn catalog(test_kinds: bool) -> Result<Catalog, RegistryError> {
 }
 
 /// The registry of every shipped kind with its handler: `order.process` places orders
-/// in `store`, `email.send` sends through `mailer` and records in `store`. With
+/// in `store`, `email.send` sends through `mailer` and records in `store`,
+/// `webhook.deliver` posts through `webhooks` with the secrets in `store` (and
+/// `callback_secret` for jobs' own callbacks). With
 /// `test_kinds`, also the misbehaving kinds of [`jobs::kinds::testing`].
 ///
 /// # Errors
 /// When two handlers claim one kind (a programming error).
-pub fn registry<M: Mailer>(
+pub fn registry<M: Mailer, W: WebhookSender>(
     test_kinds: bool,
     store: Store,
     mailer: M,
+    webhooks: W,
+    callback_secret: Option<String>,
 ) -> Result<Registry, RegistryError> {
     let mut registry = Registry::new();
     registry
         .register(NoopHandler)?
         .register(ProcessOrderHandler::new(store.clone()))?
-        .register(SendEmailHandler::new(mailer, store))?;
+        .register(SendEmailHandler::new(mailer, store.clone()))?
+        .register(DeliverWebhookHandler::new(webhooks, store, callback_secret))?;
     if test_kinds {
         registry
             .register(testing::SleepHandler)?
@@ -75,7 +81,16 @@ mod tests {
             .connect_lazy("postgres://nobody@127.0.0.1:1/none")
             .unwrap();
         for test_kinds in [false, true] {
-            let registry = registry(test_kinds, Store::from_pool(pool.clone()), NoMail).unwrap();
+            let webhooks =
+                crate::HttpWebhookSender::new(&crate::WebhookSettings::default()).unwrap();
+            let registry = registry(
+                test_kinds,
+                Store::from_pool(pool.clone()),
+                NoMail,
+                webhooks,
+                None,
+            )
+            .unwrap();
             assert_eq!(
                 catalog(test_kinds).unwrap().kinds(),
                 registry.catalog().kinds()

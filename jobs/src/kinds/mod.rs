@@ -4,12 +4,14 @@
 //! - [`noop`] — does nothing; for smoke tests and benchmarks.
 //! - [`order`] — `order.process`: price, take stock, record, notify; once per order id.
 //! - [`email`] — `email.send`: render and send one email, at least once, deduplicated.
+//! - [`webhook`] — `webhook.deliver`: one signed POST of a job transition to a URL.
 //! - [`testing`] — misbehaving kinds for Conveyor's own tests.
 
 pub mod email;
 pub mod noop;
 pub mod order;
 pub mod testing;
+pub mod webhook;
 
 use crate::registry::Catalog;
 
@@ -23,6 +25,7 @@ pub fn catalog() -> Catalog {
         .add::<noop::Noop>()
         .and_then(|c| c.add::<order::ProcessOrder>())
         .and_then(|c| c.add::<email::SendEmail>())
+        .and_then(|c| c.add::<webhook::DeliverWebhook>())
         .expect("shipped kinds are distinct");
     catalog
 }
@@ -33,7 +36,7 @@ mod tests {
     fn shipped_catalog_builds() {
         assert_eq!(
             super::catalog().kinds(),
-            ["email.send", "noop", "order.process"]
+            ["email.send", "noop", "order.process", "webhook.deliver"]
         );
     }
 }

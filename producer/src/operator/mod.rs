@@ -10,12 +10,15 @@
 //! - [`stats`] — `GET /v1/stats`.
 //! - [`keys`] — `POST /v1/keys`, `GET /v1/keys`, `DELETE /v1/keys/{id}`.
 //! - [`audit`] — `GET /v1/audit`.
+//! - [`webhooks`] — `POST /v1/webhooks`, `GET /v1/webhooks`, `GET /v1/webhooks/{id}`,
+//!   `DELETE /v1/webhooks/{id}`.
 
 pub mod audit;
 pub mod dead;
 pub mod keys;
 pub mod retry;
 pub mod stats;
+pub mod webhooks;
 
 use axum::extract::Query;
 use axum::extract::rejection::QueryRejection;
@@ -39,6 +42,8 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(audit::list_audit))
         .routes(routes!(keys::create_key, keys::list_keys))
         .routes(routes!(keys::revoke_key))
+        .routes(routes!(webhooks::create_webhook, webhooks::list_webhooks))
+        .routes(routes!(webhooks::get_webhook, webhooks::delete_webhook))
 }
 
 /// A query string, or a 422 naming what is wrong with it.

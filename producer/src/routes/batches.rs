@@ -9,7 +9,7 @@ use jobs::{JobState, ValidationErrors};
 use store::Insert;
 
 use super::jobs::{accepted, intake, publish_all, reserve, traceparent};
-use super::validate::FromHeaders;
+use super::validate::{FromHeaders, check_callback};
 use super::wire::{BatchAccepted, BatchRequest};
 use crate::AppState;
 use crate::auth::Auth;
@@ -73,6 +73,13 @@ pub async fn create_batch(
         match intake.job(job, from_headers.clone()) {
             Ok(job) => jobs.push(job),
             Err(e) => errors.extend(e.prefixed(&format!("jobs[{i}]"))),
+        }
+    }
+    errors.into_result()?;
+    let mut errors = ValidationErrors::new();
+    for (i, job) in jobs.iter().enumerate() {
+        if let Err(e) = check_callback(&state.webhook_targets, job, &format!("jobs[{i}].")).await {
+            errors.extend(e);
         }
     }
     errors.into_result()?;

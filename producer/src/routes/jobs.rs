@@ -10,7 +10,7 @@ use jobs::JobRecord;
 use jobs::{Envelope, JobId, JobState, ValidationErrors};
 use store::Insert;
 
-use super::validate::{FromHeaders, Intake, Limits, header_key};
+use super::validate::{FromHeaders, Intake, Limits, check_callback, header_key};
 use super::wire::{Accepted, CreateJobRequest, JobPage, JobView, ListQuery};
 use crate::AppState;
 use crate::auth::{Auth, RequestId};
@@ -94,6 +94,7 @@ pub async fn create_job(
         traceparent: traceparent(&headers),
     };
     let job = intake(&state).job(request, from_headers)?;
+    check_callback(&state.webhook_targets, &job, "").await?;
     let reservation = reserve(&state, 1)?;
     let record = match state.inserts.submit(job).await?? {
         Insert::Existing(record) => {

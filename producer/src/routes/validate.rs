@@ -67,7 +67,8 @@ impl Intake<'_> {
     ///
     /// # Errors
     /// Every invalid field, in the order: `kind`, `args…`, `queue`, `max_attempts`,
-    /// `timeout_ms`, `run_at`/`delay_ms`, `idempotency_key`.
+    /// `timeout_ms`, `callback_url` (its text; where it resolves is checked by
+    /// [`check_callback`]), `run_at`/`delay_ms`, `idempotency_key`.
     pub fn job(
         &self,
         request: CreateJobRequest,
@@ -121,6 +122,17 @@ impl Intake<'_> {
         {
             errors.add("timeout_ms", "must be between 1 and 86400000 (one day)");
         }
+        if request.kind == jobs::kinds::webhook::KIND {
+            errors.add(
+                "kind",
+                "webhook.deliver jobs are made by Conveyor for webhooks; they cannot be enqueued",
+            );
+        }
+        if let Some(url) = &request.callback_url
+            && let Err(e) = jobs::kinds::webhook::parse_url(url)
+        {
+            errors.add("callback_url", e);
+        }
         let run_at = self.run_at(request.run_at, request.delay_ms, &mut errors);
         let key = idempotency_key(headers.idempotency_key, request.idempotency_key)
             .map_err(|e| errors.extend(e))
@@ -145,6 +157,7 @@ impl Intake<'_> {
             idempotency_ttl: self.limits.idempotency_ttl,
             traceparent: headers.traceparent,
             fired_by: None,
+            callback_url: request.callback_url,
         })
     }
 
@@ -181,6 +194,25 @@ impl Intake<'_> {
             }
             (None, None) => None,
         }
+    }
+}
+
+/// Checks where a job's `callback_url` resolves (after [`Intake::job`] checked its
+/// text), under the intake's target policy.
+///
+/// # Errors
+/// `callback_url` (prefixed with `prefix`, as `jobs[2].`), when it does not resolve or
+/// resolves to a refused address.
+pub async fn check_callback(
+    policy: &jobs::kinds::webhook::TargetPolicy,
+    job: &NewJob,
+    prefix: &str,
+) -> Result<(), ValidationErrors> {
+    match &job.callback_url {
+        Some(url) => {
+            access::webhooks::check_target(policy, &format!("{prefix}callback_url"), url).await
+        }
+        None => Ok(()),
     }
 }
 

@@ -36,6 +36,13 @@ pub struct CreateJobRequest {
     /// Per-job timeout override in milliseconds.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// An `http(s)` URL told of the job's final state (`completed`, `dead`,
+    /// `cancelled`) by a signed `webhook.deliver` job. Its host must not resolve to a
+    /// loopback, private or link-local address (unless
+    /// `webhooks.allow_private_targets`).
+    #[serde(default)]
+    #[schema(max_length = 2048)]
+    pub callback_url: Option<String>,
 }
 
 /// `202` body: the accepted job.

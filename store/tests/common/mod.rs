@@ -152,6 +152,7 @@ pub fn new_job() -> NewJob {
         idempotency_ttl: Duration::from_secs(3600),
         traceparent: None,
         fired_by: None,
+        callback_url: None,
     }
 }
 
