@@ -159,6 +159,10 @@ impl Settings {
         )
     }
 
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one flat list of independent configuration checks, each naming its key"
+    )]
     fn check(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
         if !broker::topology::valid_queue_name(&self.namespace) {

@@ -150,6 +150,10 @@ async fn members(cluster: &Cluster, queue: &str) -> usize {
 
 /// Declarations from every node agree, whatever group size each process is configured
 /// with; RabbitMQ itself would refuse them. Returns a line for the report.
+#[expect(
+    clippy::too_many_lines,
+    reason = "the same declarations checked from each node in turn, in one place"
+)]
 async fn declarations_agree_across_nodes(cluster: &Cluster, namespace: &str) -> String {
     let on = |node: &str| BrokerSettings {
         url: SecretString::from(cluster.url(node).to_owned()),
@@ -261,6 +265,10 @@ async fn declarations_agree_across_nodes(cluster: &Cluster, namespace: &str) -> 
 }
 
 #[tokio::test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one fault scenario read top to bottom: load, node stops and kills, then the books"
+)]
 async fn a_cluster_node_stopped_then_killed_under_load_loses_and_doubles_no_order() {
     const RATE_PER_SECOND: u64 = 200;
     const MAX_BACKLOG: u64 = 400;

@@ -304,6 +304,10 @@ async fn post_until_accepted(
 }
 
 #[tokio::test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one fault scenario read top to bottom: load, faults, then the books"
+)]
 async fn thousands_of_orders_survive_worker_kills_connection_closes_and_a_database_outage() {
     const ORDERS: usize = 3_000;
     let app = spawn_app_with(|_| {}, Roles::NONE).await;
@@ -473,6 +477,10 @@ async fn a_server_side_close_of_the_workers_connection_is_logged_as_an_error() {
 }
 
 #[tokio::test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one fault scenario read top to bottom: load, failover, then the books"
+)]
 async fn a_postgres_failover_behind_a_proxy_costs_503s_and_delay_but_loses_and_doubles_nothing() {
     const ORDERS: u64 = 600;
     const POSTGRES: &str = "127.0.0.1:5432";
