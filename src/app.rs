@@ -179,6 +179,10 @@ pub async fn start(
 ///
 /// # Errors
 /// When the listener cannot bind, or a worker is asked for without a registry.
+#[expect(
+    clippy::too_many_lines,
+    reason = "the one place every role is wired, in start order; each role's block stands alone"
+)]
 pub async fn start_with(
     settings: Settings,
     roles: Roles,

@@ -3,11 +3,11 @@
 
 use anyhow::Context;
 use chrono::Utc;
+use serde::Serialize;
 use store::{AuditAction, AuditQuery, AuditRecord, Store};
 
 use crate::cli::AuditCommand;
-use crate::ops::print_json;
-use crate::ops::render::table;
+use crate::ops::render::{Format, Text, View, print, table};
 
 /// Runs an `audit` subcommand.
 ///
@@ -40,14 +40,25 @@ pub async fn audit(store: &Store, command: AuditCommand) -> anyhow::Result<()> {
         })
         .await
         .context("cannot read the audit log")?;
-    if json {
-        return print_json(&rows);
+    print(&AuditList(rows), Format::json_if(json))
+}
+
+/// `audit list`: the entries, newest first (JSON: the array).
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+pub struct AuditList(pub Vec<AuditRecord>);
+
+impl View for AuditList {
+    fn text(&self) -> Text {
+        let mut text = Text {
+            out: render(&self.0),
+            notes: String::new(),
+        };
+        if self.0.is_empty() {
+            text.note("no audit entries match");
+        }
+        text
     }
-    print!("{}", render(&rows));
-    if rows.is_empty() {
-        eprintln!("no audit entries match");
-    }
-    Ok(())
 }
 
 /// The `audit list` table.

@@ -102,7 +102,10 @@ impl Settings {
         figment = figment.merge(
             Env::prefixed("CONVEYOR_")
                 .split("__")
-                .ignore(&["config", "log_format"]),
+                .ignore(&["config", "log_format"])
+                // `CONVEYOR_TEST_*` belongs to the test harness (its servers), not to
+                // the configuration: a developer's shell that sets it still starts.
+                .filter(|key| !key.as_str().to_ascii_lowercase().starts_with("test_")),
         );
         for (key, value) in &sources.overrides {
             figment = figment.merge(Serialized::default(key, value));
@@ -159,6 +162,10 @@ impl Settings {
         )
     }
 
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one flat list of independent configuration checks, each naming its key"
+    )]
     fn check(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
         if !broker::topology::valid_queue_name(&self.namespace) {
@@ -321,6 +328,21 @@ mod tests {
                 overrides: vec![("namespace", serde_json::json!("fromcli"))],
             };
             assert_eq!(Settings::load(&cli).unwrap().namespace, "fromcli");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_test_harness_variables_are_not_configuration() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("CONVEYOR_TEST_POSTGRES", "postgres://elsewhere:5432");
+            jail.set_env("CONVEYOR_TEST_AMQP", "amqp://elsewhere:5672");
+            let settings = Settings::load(&Sources::default());
+            assert!(settings.is_ok(), "{:?}", settings.err());
+            // Any other unknown key under the prefix is still refused, by name.
+            jail.set_env("CONVEYOR_NAMESAPCE", "typo");
+            let err = Settings::load(&Sources::default()).unwrap_err().to_string();
+            assert!(err.contains("namesapce"), "{err}");
             Ok(())
         });
     }

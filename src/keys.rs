@@ -2,15 +2,16 @@
 //! `POST/GET/DELETE /v1/keys`. A created key is printed once; only its hash is kept.
 
 use access::Principal;
-use access::manage::{self, CreateKey, KeyRequestError};
+use access::manage::{self, CreateKey, CreatedKey, KeyRequestError};
 use anyhow::{Context, bail};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
 use store::{ApiKeyRecord, RevokeOutcome, Store};
 use uuid::Uuid;
 
 use crate::cli::KeysCommand;
-use crate::ops::render::table;
-use crate::ops::{default_actor, print_json};
+use crate::ops::default_actor;
+use crate::ops::render::{Format, Text, View, print, table};
 
 /// Runs a `keys` subcommand other than `new`.
 ///
@@ -28,94 +29,137 @@ pub async fn keys(store: &Store, command: KeysCommand) -> anyhow::Result<()> {
             by,
             json,
         } => {
-            let creator = Principal::cli(by.unwrap_or_else(default_actor));
-            let created = manage::create_key(
-                store,
-                &creator,
-                &creator.audit(None),
-                CreateKey {
-                    name,
-                    role,
-                    kinds,
-                    queues,
-                    expires,
-                },
-                Utc::now(),
-            )
-            .await
-            .map_err(|e| match e {
-                KeyRequestError::Invalid(errors) => anyhow::anyhow!(
-                    "{}",
-                    errors
-                        .0
-                        .iter()
-                        .map(|e| format!(
-                            "--{} {}",
-                            e.field.split('[').next().unwrap_or(&e.field),
-                            e.message
-                        ))
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                ),
-                other => anyhow::Error::new(other),
-            })?;
-            if json {
-                return print_json(&created);
-            }
-            let r = &created.record;
-            println!("key:  {}", created.key.expose());
-            println!("id:   {}", r.id);
-            println!(
-                "name: {}  role: {}  kinds: {}  queues: {}  expires: {}",
-                r.name,
-                r.role,
-                list(&r.kinds),
-                list(&r.queues),
-                r.expires_at
-                    .map_or_else(|| "never".into(), |t| t.to_rfc3339())
-            );
-            eprintln!();
-            eprintln!(
-                "Give the key to its holder (Authorization: Bearer <key>); it is shown only now."
-            );
-            eprintln!(
-                "Running intakes accept it within a second; revoke it with `conveyor keys revoke {}`.",
-                r.id
-            );
-            Ok(())
+            let request = CreateKey {
+                name,
+                role,
+                kinds,
+                queues,
+                expires,
+            };
+            print(&create(store, request, by).await?, Format::json_if(json))
         }
         KeysCommand::List { json } => {
             let keys = store.keys().await.context("cannot read the keys")?;
-            if json {
-                return print_json(&keys);
-            }
-            print!("{}", render_keys(&keys, Utc::now()));
-            if keys.is_empty() {
-                eprintln!(
-                    "no keys; create one with `conveyor keys create --name NAME --role ROLE`"
-                );
-            }
-            Ok(())
+            print(
+                &KeyList {
+                    keys,
+                    now: Utc::now(),
+                },
+                Format::json_if(json),
+            )
         }
-        KeysCommand::Revoke { id, by } => {
-            let id: Uuid = id
-                .parse()
-                .with_context(|| format!("{id:?} is not a key id (a UUID)"))?;
-            let context = Principal::cli(by.unwrap_or_else(default_actor)).audit(None);
-            match store.revoke_key(id, &context).await? {
-                RevokeOutcome::Revoked(r) => {
-                    println!(
-                        "{id}: revoked ({}); running intakes refuse it within a second",
-                        r.name
-                    );
-                    Ok(())
-                }
-                RevokeOutcome::AlreadyRevoked(r) => {
-                    bail!("key {id} ({}) was already revoked", r.name)
-                }
-                RevokeOutcome::NotFound => bail!("no key with id {id}"),
-            }
+        KeysCommand::Revoke { id, by } => print(&revoke(store, &id, by).await?, Format::Table),
+    }
+}
+
+/// `keys create`: the key is in the value, shown once.
+async fn create(
+    store: &Store,
+    request: CreateKey,
+    by: Option<String>,
+) -> anyhow::Result<CreatedKey> {
+    let creator = Principal::cli(by.unwrap_or_else(default_actor));
+    manage::create_key(store, &creator, &creator.audit(None), request, Utc::now())
+        .await
+        .map_err(|e| match e {
+            // Each field's error under the flag that set it.
+            KeyRequestError::Invalid(errors) => anyhow::anyhow!(
+                "{}",
+                errors
+                    .0
+                    .iter()
+                    .map(|e| format!(
+                        "--{} {}",
+                        e.field.split('[').next().unwrap_or(&e.field),
+                        e.message
+                    ))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ),
+            other => anyhow::Error::new(other),
+        })
+}
+
+impl View for CreatedKey {
+    fn text(&self) -> Text {
+        let r = &self.record;
+        let mut text = Text::default();
+        text.line(format!("key:  {}", self.key.expose()));
+        text.line(format!("id:   {}", r.id));
+        text.line(format!(
+            "name: {}  role: {}  kinds: {}  queues: {}  expires: {}",
+            r.name,
+            r.role,
+            list(&r.kinds),
+            list(&r.queues),
+            r.expires_at
+                .map_or_else(|| "never".into(), |t| t.to_rfc3339())
+        ));
+        text.note("");
+        text.note(
+            "Give the key to its holder (Authorization: Bearer <key>); it is shown only now.",
+        );
+        text.note(format!(
+            "Running intakes accept it within a second; revoke it with `conveyor keys revoke {}`.",
+            r.id
+        ));
+        text
+    }
+}
+
+/// `keys list`: every key, with its state at `now` (JSON: the array of keys).
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+pub struct KeyList {
+    /// The keys, newest first.
+    pub keys: Vec<ApiKeyRecord>,
+    /// The moment the states are read at.
+    #[serde(skip)]
+    pub now: DateTime<Utc>,
+}
+
+impl View for KeyList {
+    fn text(&self) -> Text {
+        let mut text = Text {
+            out: render_keys(&self.keys, self.now),
+            notes: String::new(),
+        };
+        if self.keys.is_empty() {
+            text.note("no keys; create one with `conveyor keys create --name NAME --role ROLE`");
         }
+        text
+    }
+}
+
+/// `keys revoke`: the key that was revoked.
+#[derive(Debug, Serialize)]
+pub struct Revoked {
+    /// Its id.
+    pub id: Uuid,
+    /// Its name.
+    pub name: String,
+}
+
+impl View for Revoked {
+    fn text(&self) -> Text {
+        let mut text = Text::default();
+        text.line(format!(
+            "{}: revoked ({}); running intakes refuse it within a second",
+            self.id, self.name
+        ));
+        text
+    }
+}
+
+async fn revoke(store: &Store, id: &str, by: Option<String>) -> anyhow::Result<Revoked> {
+    let id: Uuid = id
+        .parse()
+        .with_context(|| format!("{id:?} is not a key id (a UUID)"))?;
+    let context = Principal::cli(by.unwrap_or_else(default_actor)).audit(None);
+    match store.revoke_key(id, &context).await? {
+        RevokeOutcome::Revoked(r) => Ok(Revoked { id, name: r.name }),
+        RevokeOutcome::AlreadyRevoked(r) => bail!("key {id} ({}) was already revoked", r.name),
+        RevokeOutcome::NotFound => bail!("no key with id {id}"),
     }
 }
 
@@ -128,7 +172,7 @@ fn list(items: &[String]) -> String {
 }
 
 /// The `keys list` table: one key a line, with its state at `now`.
-pub fn render_keys(keys: &[ApiKeyRecord], now: chrono::DateTime<Utc>) -> String {
+pub fn render_keys(keys: &[ApiKeyRecord], now: DateTime<Utc>) -> String {
     let rows: Vec<Vec<String>> = keys
         .iter()
         .map(|k| {

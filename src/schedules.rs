@@ -10,13 +10,12 @@ use chrono::Utc;
 use jobs::Catalog;
 use jobs::schedule::{ScheduleDef, ScheduleSpec};
 use serde::Serialize;
-use serde_json::json;
 use store::{ScheduleChange, ScheduleRecord, Store};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::SchedulesCommand;
 use crate::config::{ConfigError, Settings};
-use crate::ops::render::table;
+use crate::ops::render::{Format, Lines, Text, View, print, table};
 
 /// Checks every configured schedule (cron, time zone, kind, args for the kind, queue,
 /// limits, unique names) and resolves the kinds' defaults. Every problem is reported,
@@ -86,13 +85,76 @@ pub async fn sync_config(store: Store, defs: Vec<ScheduleDef>, shutdown: Cancell
     }
 }
 
-/// One line of `schedules list`.
+/// One schedule as the commands show it: the record, its state and its next slot in
+/// its own time zone.
 #[derive(Debug, Serialize)]
-struct Listed<'a> {
+struct Listed {
     #[serde(flatten)]
-    schedule: &'a ScheduleRecord,
+    schedule: ScheduleRecord,
     state: &'static str,
     next_slot_local: Option<String>,
+}
+
+impl Listed {
+    fn of(schedule: ScheduleRecord) -> Self {
+        Listed {
+            state: state(&schedule),
+            next_slot_local: next_local(&schedule),
+            schedule,
+        }
+    }
+}
+
+/// `schedules list` (JSON: the array).
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+struct ScheduleList(Vec<Listed>);
+
+impl View for ScheduleList {
+    fn text(&self) -> Text {
+        let records: Vec<ScheduleRecord> = self.0.iter().map(|l| l.schedule.clone()).collect();
+        let mut text = Text {
+            out: render_list(&records),
+            notes: String::new(),
+        };
+        if records.is_empty() {
+            text.note("no schedules");
+        }
+        text
+    }
+}
+
+/// `schedules show`: the schedule and its recent jobs.
+#[derive(Debug, Serialize)]
+struct ScheduleShow {
+    schedule: Listed,
+    recent_jobs: Vec<jobs::JobRecord>,
+}
+
+impl View for ScheduleShow {
+    fn text(&self) -> Text {
+        Text {
+            out: render_show(&self.schedule.schedule, &self.recent_jobs),
+            notes: String::new(),
+        }
+    }
+}
+
+/// `schedules trigger`: the job fired (JSON: the job).
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+struct Fired {
+    #[serde(skip)]
+    name: String,
+    job: jobs::JobRecord,
+}
+
+impl View for Fired {
+    fn text(&self) -> Text {
+        let mut text = Text::default();
+        text.line(format!("fired {} now: job {}", self.name, self.job.id));
+        text
+    }
 }
 
 fn state(record: &ScheduleRecord) -> &'static str {
@@ -184,11 +246,6 @@ pub fn render_show(s: &ScheduleRecord, jobs: &[jobs::JobRecord]) -> String {
     out
 }
 
-fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
-    Ok(())
-}
-
 fn changed(change: ScheduleChange, name: &str) -> anyhow::Result<ScheduleRecord> {
     match change {
         ScheduleChange::Done(record) => Ok(*record),
@@ -213,62 +270,43 @@ pub async fn run(
     match command {
         SchedulesCommand::List { json } => {
             let schedules = store.list_schedules().await?;
-            if json {
-                let listed: Vec<Listed<'_>> = schedules
-                    .iter()
-                    .map(|s| Listed {
-                        schedule: s,
-                        state: state(s),
-                        next_slot_local: next_local(s),
-                    })
-                    .collect();
-                return print_json(&listed);
-            }
-            print!("{}", render_list(&schedules));
-            if schedules.is_empty() {
-                eprintln!("no schedules");
-            }
-            Ok(())
+            let list = ScheduleList(schedules.into_iter().map(Listed::of).collect());
+            print(&list, Format::json_if(json))
         }
         SchedulesCommand::Show { name, json } => {
             let schedule = store
                 .get_schedule(&name)
                 .await?
                 .with_context(|| format!("no schedule named {name:?}"))?;
-            let jobs = store.schedule_jobs(&name, 10).await?;
-            if json {
-                return print_json(&json!({
-                    "schedule": Listed { schedule: &schedule, state: state(&schedule), next_slot_local: next_local(&schedule) },
-                    "recent_jobs": jobs,
-                }));
-            }
-            print!("{}", render_show(&schedule, &jobs));
-            Ok(())
+            let recent_jobs = store.schedule_jobs(&name, 10).await?;
+            let show = ScheduleShow {
+                schedule: Listed::of(schedule),
+                recent_jobs,
+            };
+            print(&show, Format::json_if(json))
         }
         SchedulesCommand::Pause { name } => {
             let record = changed(store.set_schedule_paused(&name, true).await?, &name)?;
-            println!("paused {}", record.name);
-            Ok(())
+            print(
+                &Lines::one(format!("paused {}", record.name)),
+                Format::Table,
+            )
         }
         SchedulesCommand::Resume { name } => {
             let record = changed(store.set_schedule_paused(&name, false).await?, &name)?;
-            println!(
+            let line = format!(
                 "resumed {}; next slot {}",
                 record.name,
                 next_local(&record).unwrap_or_else(|| "none".into())
             );
-            Ok(())
+            print(&Lines::one(line), Format::Table)
         }
         SchedulesCommand::Trigger { name, json } => {
             let job = store
                 .trigger_schedule(&name)
                 .await?
                 .with_context(|| format!("no schedule named {name:?}"))?;
-            if json {
-                return print_json(&job);
-            }
-            println!("fired {} now: job {}", name, job.id);
-            Ok(())
+            print(&Fired { name, job }, Format::json_if(json))
         }
         SchedulesCommand::Preview { name, count } => {
             let (cadence, after) = match store.get_schedule(&name).await? {
@@ -294,10 +332,12 @@ pub async fn run(
                 }
             };
             let count = usize::try_from(count).unwrap_or(usize::MAX);
-            for slot in cadence.upcoming(after, count) {
-                println!("{}", cadence.label(slot));
-            }
-            Ok(())
+            let slots = cadence
+                .upcoming(after, count)
+                .into_iter()
+                .map(|slot| cadence.label(slot))
+                .collect();
+            print(&Lines(slots), Format::Table)
         }
     }
 }
@@ -305,6 +345,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn spec(value: serde_json::Value) -> ScheduleSpec {
         serde_json::from_value(value).unwrap()

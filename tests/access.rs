@@ -352,6 +352,10 @@ async fn wait_until_refused(app: &TestApp, key: &str, limit: Duration) {
 }
 
 #[tokio::test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one table of every route against every role, checked in one pass"
+)]
 async fn every_route_answers_each_role_exactly_and_refusals_store_nothing() {
     let (config_key, config_hash) = producer::auth::new_key().unwrap();
     let app = spawn_app_with(
@@ -554,6 +558,10 @@ async fn a_revoked_or_expired_key_is_refused_within_a_second_by_a_running_intake
 }
 
 #[tokio::test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one change of each kind and its audit row, in order"
+)]
 async fn each_change_writes_one_audit_row_with_it_and_a_failed_change_none() {
     let app = protected_app(|_| {}).await;
     let (operator, operator_id) = make_key(&app, "ops-key", "operator", &[], None).await;
@@ -847,6 +855,10 @@ async fn without_any_key_the_document_says_authentication_is_optional() {
 }
 
 #[tokio::test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one operator session at the CLI, read top to bottom"
+)]
 async fn keys_and_audit_work_from_the_cli_and_no_key_reaches_a_child_process_logs() {
     let app = spawn_app_with(|_| {}, Roles::NONE).await;
     let created = app

@@ -337,6 +337,10 @@ async fn overlap_skip_skips_slots_while_the_previous_run_is_running_and_fires_af
 }
 
 #[tokio::test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one table of bad schedules, each with the field it must name"
+)]
 async fn a_bad_schedule_is_a_422_naming_each_field_and_stores_nothing() {
     let app = spawn_app_with(|_| {}, Roles::INTAKE).await;
 

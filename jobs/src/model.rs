@@ -63,7 +63,7 @@ macro_rules! vocabulary {
         }
     ) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ::serde::Serialize, ::serde::Deserialize)]
         #[serde(rename_all = "snake_case")]
         pub enum $name {
             $( $(#[$vmeta])* $variant, )+
@@ -81,21 +81,21 @@ macro_rules! vocabulary {
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 f.write_str(self.as_str())
             }
         }
 
-        impl FromStr for $name {
-            type Err = UnknownName;
+        impl ::std::str::FromStr for $name {
+            type Err = $crate::model::UnknownName;
 
             fn from_str(s: &str) -> Result<Self, Self::Err> {
                 $name::ALL
                     .iter()
                     .copied()
                     .find(|value| value.as_str() == s)
-                    .ok_or_else(|| UnknownName {
+                    .ok_or_else(|| $crate::model::UnknownName {
                         what: $what,
                         name: s.to_owned(),
                         expected: $name::ALL.iter().map($name::as_str).collect::<Vec<_>>().join(", "),
@@ -104,7 +104,7 @@ macro_rules! vocabulary {
         }
 
         impl TryFrom<String> for $name {
-            type Error = UnknownName;
+            type Error = $crate::model::UnknownName;
 
             fn try_from(s: String) -> Result<Self, Self::Error> {
                 s.parse()
@@ -112,6 +112,8 @@ macro_rules! vocabulary {
         }
     };
 }
+
+pub(crate) use vocabulary;
 
 vocabulary! {
     /// Lifecycle of a job as recorded in Postgres. Each variant says which component moves

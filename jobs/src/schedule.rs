@@ -18,8 +18,6 @@
 //!   stays the same in real time.
 
 use std::collections::VecDeque;
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, Offset, TimeZone, Utc};
@@ -30,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::ValidationErrors;
+use crate::model::vocabulary;
 use crate::registry::Catalog;
 
 /// The most slots one [`Cadence::plan`] looks at; a longer outage is worked through
@@ -40,79 +39,45 @@ pub const DEFAULT_CATCH_UP_LIMIT: u32 = 100;
 /// The largest accepted `catch_up_limit`.
 pub const MAX_CATCH_UP_LIMIT: u32 = 10_000;
 
-/// What happens to slots that passed while no dispatcher could fire them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum CatchUp {
-    /// Missed slots are skipped: only a slot seen on time fires.
-    None,
-    /// One job for the most recent missed slot.
-    #[default]
-    Latest,
-    /// One job for each missed slot, up to the schedule's `catch_up_limit` (the most
-    /// recent ones).
-    All,
+vocabulary! {
+    /// What happens to slots that passed while no dispatcher could fire them.
+    #[derive(Default)]
+    pub enum CatchUp ("catch_up") {
+        /// Missed slots are skipped: only a slot seen on time fires.
+        None = "none",
+        /// One job for the most recent missed slot.
+        #[default]
+        Latest = "latest",
+        /// One job for each missed slot, up to the schedule's `catch_up_limit` (the most
+        /// recent ones).
+        All = "all",
+    }
 }
 
-/// Whether a slot fires while the schedule's previous job has not finished.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Overlap {
-    /// Fire regardless.
-    #[default]
-    Allow,
-    /// Skip the slot (counted as `skipped_overlap`) while a job of this schedule is
-    /// not completed, dead or cancelled.
-    Skip,
+vocabulary! {
+    /// Whether a slot fires while the schedule's previous job has not finished.
+    #[derive(Default)]
+    pub enum Overlap ("overlap") {
+        /// Fire regardless.
+        #[default]
+        Allow = "allow",
+        /// Skip the slot (counted as `skipped_overlap`) while a job of this schedule is
+        /// not completed, dead or cancelled.
+        Skip = "skip",
+    }
 }
 
-macro_rules! names {
-    ($ty:ident, $what:literal, $($variant:ident => $name:literal),+) => {
-        impl $ty {
-            /// Every value.
-            pub const ALL: &'static [$ty] = &[$($ty::$variant),+];
-
-            /// The stable name, as configured and stored.
-            pub fn as_str(&self) -> &'static str {
-                match self { $($ty::$variant => $name),+ }
-            }
-        }
-
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl FromStr for $ty {
-            type Err = String;
-
-            fn from_str(s: &str) -> Result<Self, Self::Err> {
-                $ty::ALL.iter().copied().find(|v| v.as_str() == s).ok_or_else(|| {
-                    let names: Vec<&str> = $ty::ALL.iter().map(|v| v.as_str()).collect();
-                    format!("unknown {} {s:?} (expected one of {})", $what, names.join(", "))
-                })
-            }
-        }
-    };
+vocabulary! {
+    /// What happened to one slot, as counted in `conveyor_schedule_slots_total{result}`.
+    pub enum SlotResult ("slot result") {
+        /// A job was inserted for it.
+        Fired = "fired",
+        /// It passed while no dispatcher fired it, and `catch_up` let it go.
+        Missed = "missed",
+        /// `overlap = "skip"` and the previous job had not finished.
+        SkippedOverlap = "skipped_overlap",
+    }
 }
-
-names!(CatchUp, "catch_up", None => "none", Latest => "latest", All => "all");
-names!(Overlap, "overlap", Allow => "allow", Skip => "skip");
-
-/// What happened to one slot, as counted in `conveyor_schedule_slots_total{result}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SlotResult {
-    /// A job was inserted for it.
-    Fired,
-    /// It passed while no dispatcher fired it, and `catch_up` let it go.
-    Missed,
-    /// `overlap = "skip"` and the previous job had not finished.
-    SkippedOverlap,
-}
-
-names!(SlotResult, "slot result", Fired => "fired", Missed => "missed", SkippedOverlap => "skipped_overlap");
 
 /// A cron expression in a time zone: when a schedule's slots are.
 #[derive(Debug, Clone)]
@@ -779,6 +744,7 @@ mod tests {
             "sometimes"
                 .parse::<CatchUp>()
                 .unwrap_err()
+                .to_string()
                 .contains("none, latest, all")
         );
         assert_eq!(SlotResult::SkippedOverlap.as_str(), "skipped_overlap");

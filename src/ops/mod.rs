@@ -235,17 +235,6 @@ pub fn default_actor() -> String {
     std::env::var("USER").unwrap_or_else(|_| "unknown".into())
 }
 
-/// Prints `value` as pretty JSON on stdout.
-///
-/// # Errors
-/// When stdout fails.
-pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, value)?;
-    writeln!(out)?;
-    Ok(())
-}
-
 fn confirm(question: &str) -> anyhow::Result<bool> {
     if !std::io::stdin().is_terminal() {
         return Ok(false);

@@ -54,6 +54,29 @@ pub trait View: Serialize {
     fn text(&self) -> Text;
 }
 
+/// Plain lines for people (JSON: the array of lines): acknowledgements and lists of
+/// labels that have no structure of their own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Lines(pub Vec<String>);
+
+impl Lines {
+    /// One line.
+    pub fn one(line: impl Into<String>) -> Self {
+        Lines(vec![line.into()])
+    }
+}
+
+impl View for Lines {
+    fn text(&self) -> Text {
+        let mut text = Text::default();
+        for line in &self.0 {
+            text.line(line);
+        }
+        text
+    }
+}
+
 /// Renders `view` in `format`.
 ///
 /// # Errors

@@ -217,6 +217,60 @@ impl TestApp {
             .expect("product row")
     }
 
+    /// How one product's stock moved: what left the shelf against what confirmed
+    /// orders sold (equal when no order was placed twice or half-way).
+    pub async fn stock_move(&self, sku: &str, initial: i64) -> StockMove {
+        let taken = initial - i64::from(self.stock_of(sku).await);
+        let sold = sqlx::query_scalar(
+            "SELECT COALESCE(sum(quantity), 0)::bigint FROM order_items i JOIN orders o USING (order_id) \
+             WHERE o.status = 'confirmed' AND i.sku = $1",
+        )
+        .bind(sku)
+        .fetch_one(self.store.pool())
+        .await
+        .expect("sold quantity");
+        StockMove { taken, sold }
+    }
+
+    /// The books after a run of `order.process` jobs against the products `SCARCE` and
+    /// `PLENTY` (seeded with `scarce` and `plenty` units): what the fault tests check.
+    pub async fn order_books(&self, scarce: i64, plenty: i64) -> OrderBooks {
+        let order_jobs = self
+            .count("SELECT count(*) FROM jobs WHERE kind = 'order.process'")
+            .await;
+        OrderBooks {
+            order_jobs,
+            completed: self
+                .count("SELECT count(*) FROM jobs WHERE kind = 'order.process' AND state = 'completed'")
+                .await,
+            dead: self
+                .count("SELECT count(*) FROM jobs WHERE kind = 'order.process' AND state = 'dead'")
+                .await,
+            placed: self.count("SELECT count(*) FROM orders").await,
+            confirmed: self
+                .count("SELECT count(*) FROM orders WHERE status = 'confirmed'")
+                .await,
+            emails_completed: self
+                .count("SELECT count(*) FROM jobs WHERE kind = 'email.send' AND state = 'completed'")
+                .await,
+            doubled: self
+                .count(
+                    "SELECT count(*) FROM (SELECT job_id FROM job_attempts WHERE outcome = 'completed' \
+                     GROUP BY job_id HAVING count(*) > 1) d",
+                )
+                .await,
+            re_run_attempts: self
+                .count(
+                    "SELECT count(*) FROM job_attempts a JOIN jobs j ON j.id = a.job_id \
+                     WHERE j.kind = 'order.process'",
+                )
+                .await
+                - order_jobs,
+            scarce: self.stock_move("SCARCE", scarce).await,
+            plenty: self.stock_move("PLENTY", plenty).await,
+        }
+    }
+
     /// (status, reason, total_minor) of an order row.
     pub async fn order_row(&self, order_id: &str) -> (String, Option<String>, Option<i64>) {
         let row = sqlx::query("SELECT status, reason, total_minor FROM orders WHERE order_id = $1")
@@ -524,9 +578,6 @@ impl TestApp {
             .env_remove("DATABASE_URL")
             .env_remove("AMQP_URL")
             .env_remove("CONVEYOR_CONFIG")
-            // The harness's own variables would read as configuration keys.
-            .env_remove("CONVEYOR_TEST_POSTGRES")
-            .env_remove("CONVEYOR_TEST_AMQP")
             .envs(self.child_env())
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true);
@@ -785,4 +836,60 @@ pub fn is_error_log(line: &str) -> bool {
         }
     }
     plain.split_whitespace().nth(1) == Some("ERROR")
+}
+
+/// One product's stock movement ([`TestApp::stock_move`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StockMove {
+    /// Units that left the shelf.
+    pub taken: i64,
+    /// Units in confirmed orders.
+    pub sold: i64,
+}
+
+/// The books after a run of orders ([`TestApp::order_books`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrderBooks {
+    /// `order.process` jobs in the ledger.
+    pub order_jobs: i64,
+    /// Of them, completed.
+    pub completed: i64,
+    /// Of them, dead.
+    pub dead: i64,
+    /// Rows in `orders`.
+    pub placed: i64,
+    /// Of them, confirmed.
+    pub confirmed: i64,
+    /// Completed `email.send` jobs.
+    pub emails_completed: i64,
+    /// Jobs with more than one completed attempt (never allowed).
+    pub doubled: i64,
+    /// Order attempts beyond one per job (re-runs after faults).
+    pub re_run_attempts: i64,
+    /// `SCARCE`'s stock movement.
+    pub scarce: StockMove,
+    /// `PLENTY`'s stock movement.
+    pub plenty: StockMove,
+}
+
+impl std::fmt::Display for OrderBooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "order jobs {}, completed {}, dead {}, orders placed {} ({} confirmed), doubled {}, \
+             re-run attempts {}, emails sent {}, SCARCE taken {} / sold {}, PLENTY taken {} / sold {}",
+            self.order_jobs,
+            self.completed,
+            self.dead,
+            self.placed,
+            self.confirmed,
+            self.doubled,
+            self.re_run_attempts,
+            self.emails_completed,
+            self.scarce.taken,
+            self.scarce.sold,
+            self.plenty.taken,
+            self.plenty.sold,
+        )
+    }
 }

@@ -162,6 +162,10 @@ impl Executor {
         self.execute_envelope(envelope, slot).instrument(span).await
     }
 
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one attempt's life in order (claim, run, decide, settle, ack); each step's failure decides the disposition where it happens"
+    )]
     async fn execute_envelope(
         &self,
         envelope: Envelope,
