@@ -3,15 +3,16 @@
 //! printed once.
 
 use access::Principal;
-use access::webhooks::{self, CreateWebhook, WebhookRequestError};
+use access::webhooks::{self, CreateWebhook, CreatedWebhook, WebhookRequestError};
 use anyhow::{Context, bail};
+use serde::Serialize;
 use store::{Store, SubscriptionRecord};
 use uuid::Uuid;
 
 use crate::cli::WebhooksCommand;
 use crate::config::Settings;
-use crate::ops::render::table;
-use crate::ops::{default_actor, print_json};
+use crate::ops::default_actor;
+use crate::ops::render::{Format, Lines, Text, View, print, table};
 
 /// Runs a `webhooks` subcommand.
 ///
@@ -32,100 +33,134 @@ pub async fn webhooks(
             by,
             json,
         } => {
-            let creator = Principal::cli(by.unwrap_or_else(default_actor));
-            let created = webhooks::create_webhook(
-                store,
-                &creator,
-                &creator.audit(None),
-                &settings.webhooks.policy(),
-                CreateWebhook {
-                    url,
-                    kind,
-                    states,
-                    description,
-                    max_attempts,
-                },
-            )
-            .await
-            .map_err(|e| match e {
-                WebhookRequestError::Invalid(errors) => anyhow::anyhow!(
-                    "{}",
-                    errors
-                        .0
-                        .iter()
-                        .map(|e| format!(
-                            "--{} {}",
-                            e.field
-                                .split('[')
-                                .next()
-                                .unwrap_or(&e.field)
-                                .replace('_', "-"),
-                            e.message
-                        ))
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                ),
-                other => anyhow::Error::new(other),
-            })?;
-            if json {
-                return print_json(&created);
-            }
-            let r = &created.record;
-            println!("secret: {}", created.secret);
-            println!("id:     {}", r.id);
-            println!(
-                "url: {}  kind: {}  states: {}  max attempts: {}",
-                r.url,
-                r.kind,
-                r.states.join(","),
-                r.max_attempts
-            );
-            eprintln!();
-            eprintln!(
-                "Give the secret to the receiver: it verifies each delivery's webhook-signature with it. It is shown only now."
-            );
-            eprintln!("Stop deliveries with `conveyor webhooks remove {}`.", r.id);
-            Ok(())
+            let request = CreateWebhook {
+                url,
+                kind,
+                states,
+                description,
+                max_attempts,
+            };
+            let created = add(store, settings, request, by).await?;
+            print(&created, Format::json_if(json))
         }
         WebhooksCommand::List { json } => {
-            let subs = store
+            let webhooks = store
                 .subscriptions()
                 .await
                 .context("cannot read the webhooks")?;
-            if json {
-                return print_json(&subs);
-            }
-            print!("{}", render_webhooks(&subs));
-            if subs.is_empty() {
-                eprintln!("no webhooks; add one with `conveyor webhooks add --url URL`");
-            }
-            Ok(())
+            print(&WebhookList { webhooks }, Format::json_if(json))
         }
         WebhooksCommand::Show { id, json } => {
             let id = parse_id(&id)?;
             let Some(sub) = store.subscription(id).await? else {
                 bail!("no webhook with id {id}");
             };
-            if json {
-                return print_json(&sub);
-            }
-            print!("{}", render_webhooks(std::slice::from_ref(&sub)));
-            Ok(())
+            print(
+                &WebhookList {
+                    webhooks: vec![sub],
+                },
+                Format::json_if(json),
+            )
         }
         WebhooksCommand::Remove { id, by } => {
             let id = parse_id(&id)?;
             let context = Principal::cli(by.unwrap_or_else(default_actor)).audit(None);
             match store.delete_subscription(id, &context).await? {
-                Some(r) => {
-                    println!(
+                Some(r) => print(
+                    &Lines::one(format!(
                         "{id}: removed ({}); no more deliveries are made to it",
                         r.url
-                    );
-                    Ok(())
-                }
+                    )),
+                    Format::Table,
+                ),
                 None => bail!("no webhook with id {id}"),
             }
         }
+    }
+}
+
+/// `webhooks add`: the secret is in the value, shown once.
+async fn add(
+    store: &Store,
+    settings: &Settings,
+    request: CreateWebhook,
+    by: Option<String>,
+) -> anyhow::Result<CreatedWebhook> {
+    let creator = Principal::cli(by.unwrap_or_else(default_actor));
+    webhooks::create_webhook(
+        store,
+        &creator,
+        &creator.audit(None),
+        &settings.webhooks.policy(),
+        request,
+    )
+    .await
+    .map_err(|e| match e {
+        // Each field's error under the flag that set it.
+        WebhookRequestError::Invalid(errors) => anyhow::anyhow!(
+            "{}",
+            errors
+                .0
+                .iter()
+                .map(|e| format!(
+                    "--{} {}",
+                    e.field
+                        .split('[')
+                        .next()
+                        .unwrap_or(&e.field)
+                        .replace('_', "-"),
+                    e.message
+                ))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
+        other => anyhow::Error::new(other),
+    })
+}
+
+impl View for CreatedWebhook {
+    fn text(&self) -> Text {
+        let r = &self.record;
+        let mut text = Text::default();
+        text.line(format!("secret: {}", self.secret));
+        text.line(format!("id:     {}", r.id));
+        text.line(format!(
+            "url: {}  kind: {}  states: {}  max attempts: {}",
+            r.url,
+            r.kind,
+            r.states.join(","),
+            r.max_attempts
+        ));
+        text.note("");
+        text.note(
+            "Give the secret to the receiver: it verifies each delivery's webhook-signature with it. It is shown only now.",
+        );
+        text.note(format!(
+            "Stop deliveries with `conveyor webhooks remove {}`.",
+            r.id
+        ));
+        text
+    }
+}
+
+/// `webhooks list` / `show`: subscriptions, never their secrets (JSON: the array).
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+pub struct WebhookList {
+    /// The subscriptions, newest first.
+    pub webhooks: Vec<SubscriptionRecord>,
+}
+
+impl View for WebhookList {
+    fn text(&self) -> Text {
+        let mut text = Text {
+            out: render_webhooks(&self.webhooks),
+            notes: String::new(),
+        };
+        if self.webhooks.is_empty() {
+            text.note("no webhooks; add one with `conveyor webhooks add --url URL`");
+        }
+        text
     }
 }
 
@@ -180,12 +215,16 @@ mod tests {
             created_at: chrono::Utc::now(),
             created_by: "ana".into(),
         };
-        let text = render_webhooks(&[sub]);
+        let text = WebhookList {
+            webhooks: vec![sub],
+        }
+        .text();
         assert!(
-            text.contains("order.*") && text.contains("completed,dead"),
-            "{text}"
+            text.out.contains("order.*") && text.out.contains("completed,dead"),
+            "{}",
+            text.out
         );
-        assert!(!text.contains("whsec_"));
-        assert!(text.lines().next().unwrap().starts_with("ID"));
+        assert!(!text.out.contains("whsec_"));
+        assert!(text.out.lines().next().unwrap().starts_with("ID"));
     }
 }
