@@ -384,6 +384,8 @@ async fn the_openapi_document_covers_every_route_and_error_shape() {
         ("/v1/audit", vec!["get"]),
         ("/v1/keys", vec!["post", "get"]),
         ("/v1/keys/{id}", vec!["delete"]),
+        ("/v1/webhooks", vec!["post", "get"]),
+        ("/v1/webhooks/{id}", vec!["get", "delete"]),
         ("/healthz", vec!["get"]),
         ("/readyz", vec!["get"]),
         ("/metrics", vec!["get"]),
