@@ -165,7 +165,7 @@ mod tests {
         BrokerSettings {
             urls: urls.iter().map(|u| SecretString::from(*u)).collect(),
             node_order: order,
-            connect_timeout_ms: 2_000,
+            connect_timeout_ms: 30_000,
             ..BrokerSettings::default()
         }
     }

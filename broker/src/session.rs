@@ -306,7 +306,7 @@ mod tests {
                 SecretString::from(broker),
             ],
             node_order: NodeOrder::Listed,
-            connect_timeout_ms: 5_000,
+            connect_timeout_ms: 30_000,
             ..BrokerSettings::default()
         };
         let nodes = Arc::new(Nodes::new(&settings));
