@@ -511,7 +511,7 @@ async fn logs_never_contain_api_keys_or_passwords() {
         .local_addr()
         .unwrap()
         .port();
-    let child = app
+    let mut child = app
         .command(&["run", "--listen", &format!("127.0.0.1:{port}")])
         .env("CONVEYOR_DATABASE__URL", &db_url)
         .env("CONVEYOR_PRODUCER__API_KEYS", format!("[\"{hash}\"]"))
@@ -520,6 +520,10 @@ async fn logs_never_contain_api_keys_or_passwords() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // Drain the child's output as it comes: debug logs fill a pipe nobody reads, and a
+    // child blocked writing to it stops answering.
+    let stderr = drain(child.stderr.take().expect("stderr is piped"));
+    let stdout = drain(child.stdout.take().expect("stdout is piped"));
     let base = format!("http://127.0.0.1:{port}");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while app
@@ -565,13 +569,19 @@ async fn logs_never_contain_api_keys_or_passwords() {
         .args(["-TERM", &pid.to_string()])
         .status()
         .unwrap();
-    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
         .await
         .unwrap()
         .unwrap();
+    let stderr = stderr.await.expect("the stderr reader");
+    let stdout = stdout.await.expect("the stdout reader");
 
-    assert!(output.status.success(), "SIGTERM exits 0");
-    let logs = String::from_utf8_lossy(&output.stderr);
+    assert!(status.success(), "SIGTERM exits 0");
+    let logs = format!(
+        "{}{}",
+        String::from_utf8_lossy(&stderr),
+        String::from_utf8_lossy(&stdout)
+    );
     assert!(logs.len() > 1000, "debug logs were captured");
     assert!(!logs.contains(&key), "an API key leaked into the logs");
     assert!(
@@ -583,4 +593,15 @@ async fn logs_never_contain_api_keys_or_passwords() {
         "the broker password leaked into the logs"
     );
     app.teardown().await;
+}
+
+/// Reads a child's pipe to its end in the background.
+fn drain(
+    mut pipe: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+) -> tokio::task::JoinHandle<Vec<u8>> {
+    tokio::spawn(async move {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes).await;
+        bytes
+    })
 }
