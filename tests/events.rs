@@ -185,7 +185,7 @@ async fn a_thousand_streams_each_get_their_final_state_across_a_broker_connectio
     // Arrange: an intake, and a worker in a child process that starts later.
     let app = spawn_app_with(|_| {}, Roles::INTAKE).await;
     let bodies = (0..1_000)
-        .map(|_| json!({"kind": "test.sleep", "args": {"ms": 20}}))
+        .map(|_| json!({"kind": "test.sleep", "args": {"ms": 200}}))
         .collect();
     let ids = app.enqueue_many(bodies, 50).await;
     let mut streams = Vec::with_capacity(ids.len());
@@ -210,16 +210,20 @@ async fn a_thousand_streams_each_get_their_final_state_across_a_broker_connectio
         finals
     });
     app.wait_for_count(
-        "SELECT count(*) FROM jobs WHERE state = 'completed'",
-        50,
+        "SELECT (count(*) >= 50)::int::bigint FROM jobs WHERE state = 'completed'",
+        1,
         Duration::from_secs(60),
     )
     .await;
+    let done_before = app
+        .count("SELECT count(*) FROM jobs WHERE state = 'completed'")
+        .await;
     let prefix = format!("{}-producer", app.settings.namespace);
     let closed = app.close_broker_connections(&prefix).await;
 
     // Assert
     assert!(closed >= 1, "the intake's subscription was closed");
+    assert!(done_before < 1_000, "the close came in the middle");
     let finals = tokio::time::timeout(Duration::from_secs(180), readers)
         .await
         .expect("every stream ends")

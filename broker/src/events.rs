@@ -518,6 +518,17 @@ async fn subscribe_once(hub: &Hub, nodes: &Nodes, limit: Duration) -> Result<(),
 
 async fn serve(hub: &Hub, connection: &Connection, limit: Duration) -> Result<(), Error> {
     let channel = bounded(limit, connection.create_channel()).await?;
+    let result = match declare(hub, &channel, limit).await {
+        Ok(consumer) => fan_out(hub, consumer).await,
+        Err(e) => Err(e),
+    };
+    close_channel(&channel, limit).await;
+    result
+}
+
+/// Declares the exchange and this process's bounded queue, binds it to every event,
+/// and starts consuming.
+async fn declare(hub: &Hub, channel: &Channel, limit: Duration) -> Result<lapin::Consumer, Error> {
     let exchange = hub.topology.events_exchange();
     bounded(
         limit,
@@ -570,7 +581,7 @@ async fn serve(hub: &Hub, connection: &Connection, limit: Duration) -> Result<()
         channel.basic_qos(SUBSCRIPTION_PREFETCH, BasicQosOptions::default()),
     )
     .await?;
-    let mut consumer = bounded(
+    bounded(
         limit,
         channel.basic_consume(
             queue.name().clone(),
@@ -579,7 +590,12 @@ async fn serve(hub: &Hub, connection: &Connection, limit: Duration) -> Result<()
             FieldTable::default(),
         ),
     )
-    .await?;
+    .await
+}
+
+/// Hands each event to its subscribers until the consumer ends; acks in `multiple`
+/// runs.
+async fn fan_out(hub: &Hub, mut consumer: lapin::Consumer) -> Result<(), Error> {
     // Live: every subscriber re-reads the ledger, so nothing published while the
     // subscription was away (or before it first came) is missed.
     hub.generation.send_modify(|g| *g += 1);
@@ -587,7 +603,7 @@ async fn serve(hub: &Hub, connection: &Connection, limit: Duration) -> Result<()
     let mut unacked = 0u64;
     let mut pending_ack = None;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
-    let result = loop {
+    loop {
         tokio::select! {
             () = hub.stop.notified() => break Ok(()),
             _ = tick.tick() => {
@@ -615,9 +631,7 @@ async fn serve(hub: &Hub, connection: &Connection, limit: Duration) -> Result<()
                 }
             }
         }
-    };
-    close_channel(&channel, limit).await;
-    result
+    }
 }
 
 async fn ack(acker: lapin::Acker) -> Result<(), Error> {
