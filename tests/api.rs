@@ -522,15 +522,22 @@ async fn logs_never_contain_api_keys_or_passwords() {
         .local_addr()
         .unwrap()
         .port();
-    let child = app
+    let mut child = app
         .command(&["run", "--listen", &format!("127.0.0.1:{port}")])
         .env("CONVEYOR_DATABASE__URL", &db_url)
         .env("CONVEYOR_PRODUCER__API_KEYS", format!("[\"{hash}\"]"))
         .env("RUST_LOG", "debug")
         .stderr(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    // Drained as it comes: a child whose debug logs fill the pipe would block.
+    let mut stderr = child.stderr.take().unwrap();
+    let logs_reader = tokio::spawn(async move {
+        let mut logs = Vec::new();
+        let _ = stderr.read_to_end(&mut logs).await;
+        logs
+    });
     let base = format!("http://127.0.0.1:{port}");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while app
@@ -576,13 +583,17 @@ async fn logs_never_contain_api_keys_or_passwords() {
         .args(["-TERM", &pid.to_string()])
         .status()
         .unwrap();
-    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = tokio::time::timeout(Duration::from_secs(30), logs_reader)
         .await
         .unwrap()
         .unwrap();
 
-    assert!(output.status.success(), "SIGTERM exits 0");
-    let logs = String::from_utf8_lossy(&output.stderr);
+    assert!(status.success(), "SIGTERM exits 0");
+    let logs = String::from_utf8_lossy(&stderr);
     assert!(logs.len() > 1000, "debug logs were captured");
     assert!(!logs.contains(&key), "an API key leaked into the logs");
     assert!(
