@@ -63,6 +63,8 @@ pub struct Running {
     pub store: Store,
     shutdown: CancellationToken,
     tasks: JoinSet<anyhow::Result<()>>,
+    /// The process's events publisher, closed once every role stopped.
+    events: broker::Events,
 }
 
 impl Running {
@@ -84,6 +86,7 @@ impl Running {
                 first_error.get_or_insert(e);
             }
         }
+        self.events.close(std::time::Duration::from_secs(5)).await;
         first_error.map_or(Ok(()), Err)
     }
 }
@@ -194,6 +197,18 @@ pub async fn start_with(
     let topology = topology(&settings);
     let mut tasks = JoinSet::new();
     let mut producer_addr = None;
+    // One events publisher per process, for every role's transitions; closed after
+    // the roles stopped (`Running::wait`), so a draining worker's events still go out.
+    let events = if settings.events.enabled {
+        broker::Events::start(
+            &settings.broker,
+            &topology,
+            format!("{}-events-{}", settings.namespace, std::process::id()),
+            settings.events.buffer,
+        )
+    } else {
+        broker::Events::disabled()
+    };
 
     if roles.producer || roles.worker || roles.dispatcher {
         // Checked when the settings loaded; written in the background so a database
@@ -243,6 +258,28 @@ pub async fn start_with(
                 }
             }
         });
+        let subscriptions = settings.events.enabled.then(|| {
+            broker::Subscriptions::new(
+                settings.broker.clone(),
+                topology.clone(),
+                format!(
+                    "{}-producer-{}-subscriber",
+                    settings.namespace,
+                    std::process::id()
+                ),
+            )
+        });
+        if settings.events.enabled && settings.events.token_secret.is_none() {
+            tracing::info!(
+                "events.token_secret is not set: status links are signed with a random secret and open streams on this intake only"
+            );
+        }
+        let events_state = producer::events::EventsState::new(
+            settings.events.clone(),
+            events.clone(),
+            subscriptions,
+        )
+        .map_err(anyhow::Error::msg)?;
         let state = producer::AppState::new(
             store.clone(),
             Arc::clone(&publisher),
@@ -252,6 +289,7 @@ pub async fn start_with(
         .map_err(anyhow::Error::msg)?
         .with_metrics(crate::telemetry::metrics_renderer(store.clone()))
         .with_webhook_targets(settings.webhooks.policy())
+        .with_events(events_state)
         .with_key_store(
             Store::connect(&store::DatabaseSettings {
                 max_connections: 1,
@@ -294,7 +332,8 @@ pub async fn start_with(
             settings.worker.lost_after(),
             store.clone(),
             Arc::clone(&publisher),
-        );
+        )
+        .with_events(events.clone());
         let token = shutdown.clone();
         tasks.spawn(async move {
             dispatcher.run(token).await;
@@ -311,7 +350,8 @@ pub async fn start_with(
             topology,
             store.clone(),
             registry,
-        );
+        )
+        .with_events(events.clone());
         if let Some(listen) = settings.worker.listen {
             let listener = TcpListener::bind(listen)
                 .await
@@ -338,6 +378,7 @@ pub async fn start_with(
         store,
         shutdown,
         tasks,
+        events,
     })
 }
 

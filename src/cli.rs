@@ -97,7 +97,7 @@ pub enum Command {
     /// Run every role in one process: intake, workers and dispatcher (the quick start).
     /// Migrates the database first unless --no-migrate.
     Run(RunArgs),
-    /// Run the HTTP intake only.
+    /// Run the HTTP intake only (jobs, live event streams, `wait`, status links).
     Producer(ProducerArgs),
     /// Run a worker (and, unless --no-dispatcher, a dispatcher).
     Worker(WorkerArgs),

@@ -35,6 +35,8 @@ pub struct Settings {
     pub schedules: Vec<jobs::schedule::ScheduleSpec>,
     /// Webhooks: which targets may be called, time bounds, the callback secret.
     pub webhooks: WebhookSettings,
+    /// Live events: publishing transitions, event streams, `wait`, status links.
+    pub events: producer::events::EventsSettings,
 }
 
 impl Default for Settings {
@@ -49,6 +51,7 @@ impl Default for Settings {
             smtp: SmtpSettings::default(),
             schedules: Vec::new(),
             webhooks: WebhookSettings::default(),
+            events: producer::events::EventsSettings::default(),
         }
     }
 }
@@ -183,6 +186,7 @@ impl Settings {
             problems.push(format!("configuration key `database.url`: {e}"));
         }
         problems.extend(self.broker.problems());
+        problems.extend(self.events.problems());
         for (i, hash) in self.producer.api_keys.iter().enumerate() {
             if !producer::auth::valid_hash(hash) {
                 problems.push(format!(

@@ -147,6 +147,7 @@ fn decision(method: &str, path: &str) -> Option<Option<Scope>> {
         ("get", "/healthz" | "/readyz" | "/metrics" | "/openapi.json") => None,
         ("post", "/v1/jobs" | "/v1/jobs/batch") => Some(Scope::JobsEnqueue),
         ("get", "/v1/jobs" | "/v1/jobs/{id}" | "/v1/stats") => Some(Scope::JobsRead),
+        ("get", "/v1/jobs/{id}/events" | "/v1/events") => Some(Scope::JobsRead),
         ("post", "/v1/jobs/{id}/cancel") => Some(Scope::JobsCancel),
         ("post", "/v1/jobs/{id}/retry") => Some(Scope::JobsRetry),
         ("get", "/v1/dead" | "/v1/dead/groups" | "/v1/dead/{id}") => Some(Scope::DeadRead),
@@ -199,6 +200,8 @@ async fn request(
         ),
         ("get", "/v1/jobs") => (format!("{path}?kind={kind}"), None, 200),
         ("get", "/v1/jobs/{id}") => (format!("/v1/jobs/{waiting}"), None, 200),
+        ("get", "/v1/jobs/{id}/events") => (format!("/v1/jobs/{waiting}/events"), None, 200),
+        ("get", "/v1/events") => (format!("{path}?kind={kind}"), None, 200),
         ("post", "/v1/jobs/{id}/cancel") => (format!("/v1/jobs/{waiting}/cancel"), None, 200),
         ("post", "/v1/jobs/{id}/retry") => (format!("/v1/jobs/{waiting}/retry"), None, 200),
         ("get", "/v1/stats") => (path.to_owned(), None, 200),
@@ -263,6 +266,14 @@ async fn send(
     }
     let response = request.send().await.expect("the intake answers");
     let status = response.status().as_u16();
+    // An event stream does not end by itself: its status is the answer.
+    let streams = response
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    if streams {
+        return (status, Value::Null);
+    }
     let body = response.json().await.unwrap_or(Value::Null);
     (status, body)
 }

@@ -228,14 +228,19 @@ async fn a_batch_claims_each_job_once_and_completes_them_in_one_statement() {
         .collect();
     let finished = app.store.settle(&finishes).await.unwrap();
     let recorded = store::Settled::Recorded(jobs::JobState::Completed);
-    assert_eq!(finished, [recorded, recorded]);
+    assert_eq!(finished.answers, [recorded, recorded]);
+    assert_eq!(
+        finished.events.iter().map(|e| e.state).collect::<Vec<_>>(),
+        [jobs::JobState::Completed, jobs::JobState::Completed],
+        "a settlement returns the events of what it wrote"
+    );
     // A second write of the same outcomes finds nothing running: no double completion.
     // Completed at that very attempt is what a handler's own transaction leaves.
     let again = app.store.settle(&finishes).await.unwrap();
     let already = store::Settled::AlreadyCompleted;
-    assert_eq!(again, [already, already]);
+    assert_eq!(again.answers, [already, already]);
     assert_eq!(
-        app.store.settle(&finishes[..1]).await.unwrap(),
+        app.store.settle(&finishes[..1]).await.unwrap().answers,
         [store::Settled::AlreadyCompleted]
     );
     // A job taken from the worker while it ran is not written, and the answer says by
@@ -256,7 +261,8 @@ async fn a_batch_claims_each_job_once_and_completes_them_in_one_statement() {
         app.store
             .settle(std::slice::from_ref(&taken))
             .await
-            .unwrap(),
+            .unwrap()
+            .answers,
         [store::Settled::TakenOver(Some(jobs::JobState::Cancelled))]
     );
     for id in [&first, &second] {

@@ -73,6 +73,20 @@ struct BenchArgs {
     /// Also write the report as JSON to this file.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Live events' cost, in one run: the same benchmark with `events.enabled = false`,
+    /// then on with no subscriber, then on with `--firehose-streams` open
+    /// `GET /v1/events` streams, each on a fresh target; prints the three throughputs
+    /// and their ratios to the first.
+    #[arg(long, conflicts_with = "url")]
+    compare_events: bool,
+    /// Firehose streams held open in the third run of `--compare-events`.
+    #[arg(
+        long,
+        default_value_t = 100,
+        value_name = "N",
+        requires = "compare_events"
+    )]
+    firehose_streams: u64,
 }
 
 impl From<BenchArgs> for run::BenchOptions {
@@ -91,6 +105,7 @@ impl From<BenchArgs> for run::BenchOptions {
             url: args.url,
             api_key: args.api_key,
             json: args.json,
+            firehose_streams: 0,
         }
     }
 }
@@ -116,6 +131,10 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
         overrides: cli.global.overrides(),
     };
     let settings = Settings::load(&sources)?;
+    if cli.bench.compare_events {
+        let streams = usize::try_from(cli.bench.firehose_streams).unwrap_or(usize::MAX);
+        return run::compare_events(settings, cli.bench.into(), streams).await;
+    }
     let report = run::run(settings, cli.bench.into()).await?;
     print!("{}", run::summary(&report));
     if report.missing != 0 || report.completed_twice != 0 {

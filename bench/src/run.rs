@@ -60,6 +60,8 @@ pub(crate) struct BenchOptions {
     pub(crate) api_key: Option<String>,
     /// Write the report as JSON here.
     pub(crate) json: Option<PathBuf>,
+    /// `GET /v1/events` streams held open while measuring (`--compare-events`).
+    pub(crate) firehose_streams: usize,
 }
 
 /// Latency percentiles in milliseconds.
@@ -135,6 +137,7 @@ pub(crate) async fn run(settings: Settings, options: BenchOptions) -> anyhow::Re
         );
     }
     let mut target = Target::start(settings, &options).await?;
+    let firehoses = open_firehoses(&target, options.firehose_streams).await;
     let warmed = if options.warmup > 0 {
         let warmup = BenchOptions {
             jobs: options.warmup,
@@ -161,6 +164,9 @@ pub(crate) async fn run(settings: Settings, options: BenchOptions) -> anyhow::Re
         Ok(()) => measure(&mut target, &options).await,
         Err(e) => Err(e),
     };
+    for firehose in firehoses {
+        firehose.abort();
+    }
     target.stop().await;
     let mut report = result?;
     report.warmup = options.warmup;
@@ -176,6 +182,83 @@ pub(crate) async fn run(settings: Settings, options: BenchOptions) -> anyhow::Re
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(report)
+}
+
+/// Opens `n` firehose streams on the target and reads them (discarding) until aborted.
+async fn open_firehoses(target: &Target, n: usize) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut readers = Vec::with_capacity(n);
+    if n == 0 {
+        return readers;
+    }
+    // No overall timeout: a stream lives as long as the run.
+    let client = reqwest::Client::new();
+    for _ in 0..n {
+        let request = client.get(format!("{}/v1/events", target.base));
+        match request.send().await {
+            Ok(mut response) if response.status().is_success() => {
+                readers.push(tokio::spawn(async move {
+                    while let Ok(Some(_)) = response.chunk().await {}
+                }));
+            }
+            Ok(response) => eprintln!("a firehose stream was refused: {}", response.status()),
+            Err(e) => eprintln!("a firehose stream could not open: {e}"),
+        }
+    }
+    eprintln!("{} firehose stream(s) open", readers.len());
+    readers
+}
+
+/// `--compare-events`: the benchmark with events off, on without subscribers, and on
+/// with `streams` firehose streams, each on a fresh target; prints the ratios.
+///
+/// # Errors
+/// As [`run`], or a run that lost or repeated jobs.
+pub(crate) async fn compare_events(
+    settings: Settings,
+    options: BenchOptions,
+    streams: usize,
+) -> anyhow::Result<()> {
+    let mut rates = Vec::new();
+    for (label, enabled, firehoses) in [
+        ("events off", false, 0),
+        ("events on, no subscriber", true, 0),
+        ("events on, firehose streams", true, streams),
+    ] {
+        let mut settings = settings.clone();
+        settings.events.enabled = enabled;
+        settings.events.max_streams_per_key = settings.events.max_streams_per_key.max(streams);
+        let options = BenchOptions {
+            firehose_streams: firehoses,
+            json: None,
+            ..options.clone()
+        };
+        eprintln!("── {label} ──");
+        let report = run(settings, options).await?;
+        print!("{}", summary(&report));
+        if report.missing != 0 || report.completed_twice != 0 {
+            bail!(
+                "{label}: {} job(s) missing, {} completed twice",
+                report.missing,
+                report.completed_twice
+            );
+        }
+        rates.push((label, firehoses, report.end_to_end_jobs_per_sec));
+    }
+    let off = rates[0].2;
+    println!("\nlive events' cost (end-to-end throughput, one run):");
+    for (label, firehoses, rate) in &rates {
+        let streams = if *firehoses > 0 {
+            format!(" ({firehoses})")
+        } else {
+            String::new()
+        };
+        println!(
+            "  {:<34} {rate:>10.0} jobs/s  {:.3} ×",
+            format!("{label}{streams}"),
+            rate / off
+        );
+    }
+    Ok(())
 }
 
 /// The human summary.
@@ -344,6 +427,10 @@ impl Target {
                 .env("CONVEYOR_SMTP__PORT", settings.smtp.port.to_string())
                 .env("CONVEYOR_SMTP__TLS", "none")
                 .env("CONVEYOR_NAMESPACE", &settings.namespace)
+                .env(
+                    "CONVEYOR_EVENTS__ENABLED",
+                    settings.events.enabled.to_string(),
+                )
                 .env(
                     "CONVEYOR_WORKER__NAME",
                     format!("{}-worker-{n}", settings.namespace),

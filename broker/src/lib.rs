@@ -14,12 +14,16 @@
 //!   inspecting and deleting; closed channels first, then the connection.
 //! - [`consumer`] — [`Consumer`], [`Delivery`] and [`Disposition`]: manual acks,
 //!   settled in `multiple` runs by one task per channel (`acks`).
+//! - [`events`] — live job events on the `{ns}.events` topic exchange: [`Events`]
+//!   (fire-and-forget publishing through a bounded buffer) and [`Subscriptions`] (an
+//!   intake's one subscription, fanned out per job and to firehoses).
 //! - [`headers`] — [`Headers`], a message's AMQP headers as JSON.
 //! - [`error`] — [`Error`].
 
 mod acks;
 pub mod consumer;
 pub mod error;
+pub mod events;
 pub mod headers;
 pub mod nodes;
 pub mod publisher;
@@ -29,6 +33,9 @@ pub mod topology;
 
 pub use consumer::{Consumer, Delivery, Disposition, SETTLE_TIMEOUT};
 pub use error::Error;
+pub use events::{
+    Events, FirehoseSignal, FirehoseSubscription, JobSubscription, Signal, Subscriptions,
+};
 pub use headers::Headers;
 pub use nodes::Nodes;
 pub use publisher::Publisher;

@@ -7,6 +7,8 @@
 //! | work queue | `{ns}.q.{queue}` | quorum, dead-letters to `{ns}.dead`, `x-delivery-limit` |
 //! | dead-letter exchange | `{ns}.dead` | fanout, durable |
 //! | dead-letter queue | `{ns}.dead` | quorum |
+//! | events exchange | `{ns}.events` | topic, durable; transient messages, routing key `{queue}.{state}.{kind}` |
+//! | an intake's event subscription | server-named | classic, exclusive, auto-delete, bounded (`x-max-length`, drop-head) |
 //!
 //! Quorum queues are declared with `x-quorum-initial-group-size` when the settings give
 //! one ([`Topology::with_quorum_group_size`]): how many nodes hold a replica of a *new*
@@ -65,6 +67,12 @@ impl Topology {
     /// The work exchange.
     pub fn exchange(&self) -> String {
         format!("{}.jobs", self.namespace)
+    }
+
+    /// The events exchange (topic): live job transitions, routing key
+    /// `{queue}.{state}.{kind}` (see `crate::events`).
+    pub fn events_exchange(&self) -> String {
+        format!("{}.events", self.namespace)
     }
 
     /// The dead-letter exchange.
@@ -208,7 +216,11 @@ impl Topology {
                 .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
                 .await;
         }
-        for exchange in [self.exchange(), self.dead_exchange()] {
+        for exchange in [
+            self.exchange(),
+            self.dead_exchange(),
+            self.events_exchange(),
+        ] {
             let _ = channel
                 .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
                 .await;

@@ -7,6 +7,8 @@
 //!   [`AttemptOutcome`], [`DeadReason`], [`Envelope`]).
 //! - [`record`] — the ledger's nouns without SQL ([`NewJob`], [`JobRecord`],
 //!   [`WorkerId`], an attempt's [`Outcome`]).
+//! - [`event`] — a job's transition as a live event ([`JobEvent`]) and the per-job
+//!   ordering of events ([`Cursor`]).
 //! - [`error`] — the handler's verdict ([`JobError`]) and intake validation errors.
 //! - [`handler`] — [`JobArgs`], [`Handler`], [`Job`], per-kind [`JobOptions`].
 //! - [`registry`] — kind → handler ([`Registry`]) and kind → validator ([`Catalog`]).
@@ -21,6 +23,7 @@
 pub mod backoff;
 pub mod domain;
 pub mod error;
+pub mod event;
 pub mod handler;
 pub mod kinds;
 pub mod model;
@@ -34,6 +37,7 @@ pub use domain::{Currency, EmailAddress};
 pub use error::{
     FieldError, JobError, LedgerError, RegistryError, ResultExt, UnknownKind, ValidationErrors,
 };
+pub use event::{Cursor, JobEvent};
 pub use handler::{Handler, Job, JobArgs, JobMeta, JobOptions};
 pub use model::{AttemptOutcome, DeadReason, Envelope, JobId, JobState, UnknownName};
 pub use record::{JobRecord, NewJob, Outcome, WorkerId};

@@ -145,6 +145,17 @@ vocabulary! {
     }
 }
 
+impl JobState {
+    /// True for `completed`, `dead` and `cancelled`: nothing follows unless an operator
+    /// replays or retries the job.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobState::Completed | JobState::Dead | JobState::Cancelled
+        )
+    }
+}
+
 vocabulary! {
     /// How one attempt ended, as its `job_attempts` row records it. A CHECK constraint
     /// holds the column to these names.

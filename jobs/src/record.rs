@@ -78,6 +78,9 @@ pub struct JobRecord {
     pub args: Value,
     /// Current state.
     pub state: JobState,
+    /// Transitions so far (0 at intake, one more per state written): orders the job's
+    /// live events ([`crate::JobEvent::seq`]).
+    pub seq: u64,
     /// Attempts started so far.
     pub attempt: u32,
     /// Attempts allowed.

@@ -139,10 +139,54 @@ fn client_address(request: &Request) -> IpAddr {
         .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip())
 }
 
+/// A request for one job's event stream carrying a status link's token (and no
+/// `Authorization`): the job in the path and the token in the query.
+fn status_token(request: &Request) -> Option<(jobs::JobId, &str)> {
+    if request.headers().contains_key(header::AUTHORIZATION) {
+        return None;
+    }
+    let job = request
+        .uri()
+        .path()
+        .strip_prefix("/v1/jobs/")?
+        .strip_suffix("/events")?
+        .parse()
+        .ok()?;
+    let token = request
+        .uri()
+        .query()?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("token="))?;
+    Some((job, token))
+}
+
+/// What a valid status token runs as: a reader of that one job's stream (with its
+/// result when the enqueuing key could read results), never audited, never more.
+fn token_principal(grant: crate::events::Grant) -> Principal {
+    let scopes = if grant.read_args {
+        access::Scopes::of(&[Scope::JobsRead, Scope::JobsReadArgs])
+    } else {
+        access::Scopes::of(&[Scope::JobsRead])
+    };
+    Principal {
+        actor: store::Actor {
+            kind: store::ActorKind::Local,
+            id: None,
+            name: format!("status token for job {}", grant.job),
+        },
+        role: access::Role::Viewer,
+        scopes,
+        kinds: Vec::new(),
+        queues: Vec::new(),
+    }
+}
+
 /// Authenticates a request: with keys anywhere (configured or stored), a valid,
 /// unexpired, unrevoked key is required (401 otherwise); a client address with too many
 /// failed attempts gets 429 with `Retry-After` before its key is even looked at.
-/// Without any key, every (loopback) client runs as [`Principal::local`].
+/// Without any key, every (loopback) client runs as [`Principal::local`]. A job's
+/// event stream also opens with its status link's token instead of a key (and only
+/// that route does).
 pub async fn authenticate(
     State(state): State<AppState>,
     mut request: Request,
@@ -154,6 +198,28 @@ pub async fn authenticate(
         && let Err(wait) = state.auth_failures.check(&failures, 1.0)
     {
         return ApiError::RateLimited(wait).into_response();
+    }
+    if let Some((job, token)) = status_token(&request) {
+        return match state.events.tokens.verify(job, token, chrono::Utc::now()) {
+            Ok(grant) => {
+                request.extensions_mut().insert(failures);
+                request
+                    .extensions_mut()
+                    .insert(Arc::new(token_principal(grant)));
+                next.run(request).await
+            }
+            Err(error) => {
+                let _ = state.auth_failures.take(&failures, 1.0);
+                tracing::warn!(client = %client, reason = %error, "a status token was refused");
+                ApiError::Unauthorized(match error {
+                    crate::events::TokenError::Expired => "the status token has expired",
+                    crate::events::TokenError::Invalid => {
+                        "the status token is not valid for this job"
+                    }
+                })
+                .into_response()
+            }
+        };
     }
     let presented = request
         .headers()

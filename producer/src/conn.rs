@@ -198,6 +198,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let marks = state.published.clone();
+    let events = state.events.clone();
     // The key ring reloads stored keys and notes their use until the intake stops.
     let ring = Arc::clone(&state.keys);
     let stop_ring = shutdown.child_token();
@@ -229,6 +230,12 @@ pub async fn serve(
     }
     // New connections are refused by the kernel from here on.
     drop(listener);
+    // Open event streams and waits end now (reconnectable), so the drain does not wait
+    // for them; the subscription closes with them.
+    events.closing.cancel();
+    if let Some(subscriptions) = &events.subscriptions {
+        subscriptions.close();
+    }
     tracker.close();
     if tokio::time::timeout(limits.drain_timeout, tracker.wait())
         .await

@@ -15,6 +15,8 @@
 //! - [`marks`] — noting confirmed publishes in the ledger, late and in bulk.
 //! - [`routes`] — the handlers per resource, the wire types, the pure request → job
 //!   conversion.
+//! - [`events`] — live events: a job's stream, the firehose, `wait`, status links and
+//!   the stream budget.
 //! - [`operator`] — the operator API: dead letters, retry, stats, keys, audit.
 //! - [`schedules`] — the schedules API.
 //! - [`app`](fn@app) — the router with its middleware.
@@ -23,6 +25,7 @@
 
 pub mod auth;
 pub mod conn;
+pub mod events;
 pub mod extract;
 pub mod guard;
 pub mod marks;
@@ -90,6 +93,8 @@ pub struct AppState {
     pub published: marks::PublishMarks,
     /// Which webhook targets (`callback_url`, subscriptions) may be called.
     pub webhook_targets: jobs::kinds::webhook::TargetPolicy,
+    /// Live events: publishing the intake's transitions, streams, waits, status links.
+    pub events: events::EventsState,
 }
 
 impl AppState {
@@ -128,6 +133,7 @@ impl AppState {
             keys: Arc::new(access::KeyRing::new(configured, Some(ring_store))),
             settings: Arc::new(settings),
             webhook_targets: jobs::kinds::webhook::TargetPolicy::default(),
+            events: events::EventsState::disabled(),
         })
     }
 }
@@ -148,6 +154,13 @@ impl AppState {
     #[must_use]
     pub fn with_webhook_targets(mut self, policy: jobs::kinds::webhook::TargetPolicy) -> Self {
         self.webhook_targets = policy;
+        self
+    }
+
+    /// Publishes and streams live events with `events`.
+    #[must_use]
+    pub fn with_events(mut self, events: events::EventsState) -> Self {
+        self.events = events;
         self
     }
 
@@ -226,6 +239,8 @@ fn routers() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
         .routes(routes!(routes::batches::create_batch))
         .routes(routes!(routes::jobs::get_job))
         .routes(routes!(routes::jobs::cancel_job))
+        .routes(routes!(events::routes::job_events))
+        .routes(routes!(events::routes::firehose))
         .merge(schedules::router())
         .merge(operator::routes());
     let public = OpenApiRouter::new()
@@ -279,6 +294,8 @@ fn optional_security(doc: &mut serde_json::Value) {
 /// The intake's router.
 pub fn app(state: AppState) -> Router {
     let timeout = Duration::from_millis(state.settings.request_timeout_ms);
+    // A `wait` answers within its own bound (at most `events.max_wait_ms`), on top.
+    let wait_timeout = timeout + Duration::from_millis(state.events.settings.max_wait_ms);
     let body_limit = state.settings.max_body_bytes;
     let (protected, public) = routers();
     let (protected, _) = protected.split_for_parts();
@@ -305,6 +322,11 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn(
             move |req: Request, next: Next| async move {
+                let waits = req
+                    .uri()
+                    .query()
+                    .is_some_and(|q| q.split('&').any(|pair| pair.starts_with("wait=")));
+                let timeout = if waits { wait_timeout } else { timeout };
                 match tokio::time::timeout(timeout, next.run(req)).await {
                     Ok(response) => response,
                     Err(_) => ApiError::Timeout(timeout).into_response(),
@@ -373,6 +395,7 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
                 header::CONTENT_TYPE,
                 header::AUTHORIZATION,
                 HeaderName::from_static("idempotency-key"),
+                HeaderName::from_static("last-event-id"),
             ])
             .expose_headers([REQUEST_ID, header::RETRY_AFTER, header::LOCATION]),
     )

@@ -47,6 +47,10 @@ pub enum ApiError {
     /// Over the caller's rate limit; retry after the duration.
     #[error("rate limit exceeded; retry in {0:?}")]
     RateLimited(Duration),
+    /// Past the stream budget (`events.max_streams`, `events.max_streams_per_key`):
+    /// 429 with `Retry-After`; the message names the cap.
+    #[error("{0}")]
+    TooManyStreams(&'static str),
     /// Conflicts with existing state (an idempotency key reused with another body).
     #[error("{0}")]
     Conflict(String),
@@ -117,7 +121,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited(_) | ApiError::TooManyStreams(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Overloaded(_) | ApiError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -152,6 +156,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => ("/problems/unauthorized", "Unauthorized"),
             ApiError::Forbidden(_) => ("/problems/forbidden", "Forbidden"),
             ApiError::RateLimited(_) => ("/problems/rate-limited", "Too many requests"),
+            ApiError::TooManyStreams(_) => ("/problems/too-many-streams", "Too many streams"),
             ApiError::MethodNotAllowed => ("/problems/method-not-allowed", "Method not allowed"),
             ApiError::Conflict(_) => ("/problems/conflict", "Conflict"),
             ApiError::Overloaded(_) => ("/problems/unavailable", "Service unavailable"),
@@ -196,7 +201,7 @@ impl IntoResponse for ApiError {
             HeaderValue::from_static("application/problem+json"),
         );
         let retry_after = match &self {
-            ApiError::Overloaded(_) | ApiError::Timeout(_) => Some(1),
+            ApiError::Overloaded(_) | ApiError::Timeout(_) | ApiError::TooManyStreams(_) => Some(1),
             ApiError::Store(_) if status == StatusCode::SERVICE_UNAVAILABLE => Some(1),
             ApiError::RateLimited(wait) => {
                 Some(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))

@@ -181,6 +181,7 @@ mod tests {
             queue: "default".into(),
             args: json!({"n": 1}),
             state: JobState::Completed,
+            seq: 4,
             attempt: 2,
             max_attempts: 5,
             run_at: at("2026-11-21T10:00:00Z"),

@@ -3,7 +3,7 @@
 //! that job is settled dead through [`crate::settle`] ([`Ending::DeadLettered`]), with
 //! the message as its dead letter.
 
-use jobs::{DeadReason, JobId};
+use jobs::{DeadReason, JobEvent, JobId};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -39,9 +39,14 @@ impl Store {
     /// a job that already finished is dropped (nothing is lost); a message naming no job
     /// is stored raw. Idempotent per [`DeadMessage::key`].
     ///
+    /// Returns the live event of the job it settled dead, if any (committed).
+    ///
     /// # Errors
     /// When the database fails (the message stays in the dead-letter queue).
-    pub async fn archive_dead_letter(&self, message: &DeadMessage) -> Result<(), Error> {
+    pub async fn archive_dead_letter(
+        &self,
+        message: &DeadMessage,
+    ) -> Result<Option<JobEvent>, Error> {
         let mut tx = self.pool().begin().await?;
         if let Some(id) = message.job_id {
             let settled = settle_on(
@@ -52,18 +57,18 @@ impl Store {
                 }],
             )
             .await?;
-            match settled.first() {
+            match settled.answers.first() {
                 // Settled dead, with the message as its dead letter.
                 Some(Settled::Recorded(_)) => {
                     tx.commit().await?;
-                    return Ok(());
+                    return Ok(settled.events.into_iter().next());
                 }
                 // No such row (a forged or purged id): stored raw below.
                 Some(Settled::TakenOver(None)) => {}
                 // A stale copy of a job that already finished: nothing to keep.
                 _ => {
                     tx.rollback().await?;
-                    return Ok(());
+                    return Ok(None);
                 }
             }
         }
@@ -82,6 +87,6 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(None)
     }
 }

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use jobs::{JobId, JobState, WorkerId};
+use jobs::{JobEvent, JobId, JobState, WorkerId};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -48,6 +48,27 @@ pub struct ClaimedJob {
     pub started_at: DateTime<Utc>,
     /// Trace context of the enqueuing request.
     pub traceparent: Option<String>,
+    /// The job's transition counter after the claim (see [`jobs::JobEvent::seq`]).
+    pub seq: u64,
+}
+
+impl ClaimedJob {
+    /// The claim's live event: `running` at this attempt.
+    pub fn event(&self) -> JobEvent {
+        JobEvent {
+            id: self.id,
+            kind: self.kind.clone(),
+            queue: self.queue.clone(),
+            state: JobState::Running,
+            seq: self.seq,
+            attempt: self.attempt,
+            max_attempts: self.max_attempts,
+            at: self.started_at,
+            run_at: None,
+            result: None,
+            error: None,
+        }
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -66,6 +87,7 @@ struct ClaimedRow {
     created_at: DateTime<Utc>,
     started_at: DateTime<Utc>,
     traceparent: Option<String>,
+    seq: i64,
 }
 
 impl From<ClaimedRow> for ClaimedJob {
@@ -84,6 +106,7 @@ impl From<ClaimedRow> for ClaimedJob {
             created_at: row.created_at,
             started_at: row.started_at,
             traceparent: row.traceparent,
+            seq: u64::try_from(row.seq).unwrap_or(0),
         }
     }
 }
@@ -97,6 +120,12 @@ pub(crate) struct StateRow {
     pub(crate) state: JobState,
     #[sqlx(try_from = "i32")]
     pub(crate) attempt: u32,
+    pub(crate) kind: String,
+    pub(crate) queue: String,
+    pub(crate) seq: i64,
+    #[sqlx(try_from = "i32")]
+    pub(crate) max_attempts: u32,
+    pub(crate) updated_at: DateTime<Utc>,
 }
 
 /// The states (and attempts) of these jobs now, by id; a missing id has no row.
@@ -107,11 +136,13 @@ pub(crate) async fn states_of(
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let rows: Vec<StateRow> =
-        sqlx::query_as("SELECT id, state, attempt FROM jobs WHERE id = ANY($1)")
-            .bind(ids)
-            .fetch_all(&mut *conn)
-            .await?;
+    let rows: Vec<StateRow> = sqlx::query_as(
+        "SELECT id, state, attempt, kind, queue, seq, max_attempts, updated_at \
+             FROM jobs WHERE id = ANY($1)",
+    )
+    .bind(ids)
+    .fetch_all(&mut *conn)
+    .await?;
     Ok(rows.into_iter().map(|row| (row.id, row)).collect())
 }
 
@@ -132,10 +163,10 @@ impl Store {
         let mut conn = self.pool().acquire().await?;
         let rows: Vec<ClaimedRow> = sqlx::query_as(
             "UPDATE jobs SET state = 'running', attempt = attempt + 1, worker_id = $2, \
-                 started_at = now(), updated_at = now() \
+                 started_at = now(), updated_at = now(), seq = seq + 1 \
              WHERE id = ANY($1) AND state = 'enqueued' \
              RETURNING id, kind, queue, args, attempt, max_attempts, timeout_ms, created_at, \
-                 started_at, traceparent",
+                 started_at, traceparent, seq",
         )
         .bind(&unique)
         .bind(worker.0)
@@ -180,7 +211,7 @@ impl Store {
     pub async fn held_by(&self, id: JobId, worker: WorkerId) -> Result<Option<ClaimedJob>, Error> {
         let row: Option<ClaimedRow> = sqlx::query_as(
             "SELECT id, kind, queue, args, attempt, max_attempts, timeout_ms, created_at, \
-                 started_at, traceparent \
+                 started_at, traceparent, seq \
              FROM jobs WHERE id = $1 AND state = 'running' AND worker_id = $2",
         )
         .bind(id.as_uuid())

@@ -464,6 +464,7 @@ impl Store {
             "WITH changed AS (UPDATE jobs j SET \
                  state = CASE WHEN j.state = 'running' THEN 'running' ELSE 'cancelled' END, \
                  cancel_requested = true, updated_at = now(), \
+                 seq = j.seq + CASE WHEN j.state = 'running' THEN 0 ELSE 1 END, \
                  finished_at = CASE WHEN j.state = 'running' THEN NULL ELSE now() END \
              WHERE j.id = $1 AND j.state IN ('scheduled', 'enqueued', 'retrying', 'running') \
              RETURNING j.id, j.kind, j.queue, j.state, {TRANSITION_COLUMNS}) \
@@ -539,7 +540,7 @@ impl Store {
                  replay_count = replay_count + CASE WHEN state IN ('cancelled', 'dead') THEN 1 ELSE 0 END, \
                  replayed_at = CASE WHEN state IN ('cancelled', 'dead') THEN now() ELSE replayed_at END, \
                  replayed_by = CASE WHEN state IN ('cancelled', 'dead') THEN $2 ELSE replayed_by END, \
-                 finished_at = NULL, updated_at = now() \
+                 finished_at = NULL, updated_at = now(), seq = seq + 1 \
              WHERE id = $1 AND state IN ('retrying', 'scheduled', 'cancelled', 'dead') RETURNING id",
         )
         .bind(id.as_uuid())
@@ -614,7 +615,7 @@ async fn replay_on(
              max_attempts = attempt + attempt_budget, args = COALESCE($3, args), \
              replay_count = replay_count + 1, replayed_at = now(), replayed_by = $2, \
              result = NULL, finished_at = NULL, cancel_requested = false, \
-             published_at = NULL, worker_id = NULL, updated_at = now() \
+             published_at = NULL, worker_id = NULL, updated_at = now(), seq = seq + 1 \
          WHERE id = $1 AND state = 'dead' RETURNING id",
     )
     .bind(job)

@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use jobs::{JobId, NewJob};
+use chrono::{DateTime, Utc};
+use jobs::{JobEvent, JobId, JobState, NewJob};
 use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -29,6 +30,36 @@ pub struct DueJob {
     pub args: Value,
     /// Trace context.
     pub traceparent: Option<String>,
+    /// The job's transition counter.
+    seq: i64,
+    #[sqlx(try_from = "i32")]
+    attempt: u32,
+    #[sqlx(try_from = "i32")]
+    max_attempts: u32,
+    updated_at: DateTime<Utc>,
+    /// Taken because it was due (`scheduled`/`retrying` → `enqueued`), rather than
+    /// published again while already `enqueued`.
+    became_due: bool,
+}
+
+impl DueJob {
+    /// The live event of this job's move to `enqueued`; `None` for a job that was
+    /// already enqueued (a publish that was not confirmed, sent again).
+    pub fn event(&self) -> Option<JobEvent> {
+        self.became_due.then(|| JobEvent {
+            id: self.id,
+            kind: self.kind.clone(),
+            queue: self.queue.clone(),
+            state: JobState::Enqueued,
+            seq: u64::try_from(self.seq).unwrap_or(0),
+            attempt: self.attempt,
+            max_attempts: self.max_attempts,
+            at: self.updated_at,
+            run_at: None,
+            result: None,
+            error: None,
+        })
+    }
 }
 
 impl Store {
@@ -55,9 +86,11 @@ impl Store {
                 WHERE state = 'enqueued' AND published_at IS NULL \
                   AND updated_at <= now() - $2::bigint * interval '1 millisecond' \
                 ORDER BY updated_at LIMIT $1 FOR UPDATE SKIP LOCKED) \
-             UPDATE jobs SET state = 'enqueued', published_at = NULL, updated_at = now() \
+             UPDATE jobs SET state = 'enqueued', published_at = NULL, updated_at = now(), \
+                 seq = seq + CASE WHEN state = 'enqueued' THEN 0 ELSE 1 END \
              WHERE id IN (SELECT id FROM due UNION ALL SELECT id FROM unconfirmed) \
-             RETURNING id, kind, queue, args, traceparent",
+             RETURNING id, kind, queue, args, traceparent, seq, attempt, max_attempts, \
+                 updated_at, id IN (SELECT id FROM due) AS became_due",
         )
         .bind(i64::from(limit))
         .bind(millis(unconfirmed_after))

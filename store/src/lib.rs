@@ -80,7 +80,7 @@ pub use orders::{CatalogError, parse_catalog};
 pub use query::JobQuery;
 pub use schedules::{ConfigSync, Firing, ScheduleChange, ScheduleRecord, ScheduleSource};
 pub use settings::DatabaseSettings;
-pub use settle::{Ending, Settled, Settlement};
+pub use settle::{Ending, SettleReport, Settled, Settlement};
 pub use stats::QueueStats;
 pub use webhooks::{NewSubscription, SubscriptionRecord};
 

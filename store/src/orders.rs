@@ -68,7 +68,7 @@ async fn place(pool: &PgPool, meta: &JobMeta, order: &Order) -> Result<Option<Or
         }],
     )
     .await?;
-    if !matches!(settled.as_slice(), [Settled::Recorded(_)]) {
+    if !matches!(settled.answers.as_slice(), [Settled::Recorded(_)]) {
         tx.rollback().await?;
         return Ok(None);
     }

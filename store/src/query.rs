@@ -66,4 +66,23 @@ impl Store {
         .await?;
         Ok(row.map(JobRecord::from))
     }
+
+    /// The jobs with these ids (any order; a missing id has no row): one statement,
+    /// for the events of a bulk operator action.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn get_jobs(&self, ids: &[JobId]) -> Result<Vec<JobRecord>, Error> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<uuid::Uuid> = ids.iter().map(JobId::as_uuid).collect();
+        let rows: Vec<JobRow> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE id = ANY($1)"
+        )))
+        .bind(&ids)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.into_iter().map(JobRecord::from).collect())
+    }
 }

@@ -39,7 +39,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use jobs::{AttemptOutcome, DeadReason, JobId, JobState, Outcome, WorkerId};
+use jobs::{AttemptOutcome, DeadReason, JobEvent, JobId, JobState, Outcome, WorkerId};
 use serde_json::Value;
 use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, PgConnection};
@@ -233,16 +233,66 @@ pub(crate) struct Changed {
     pub(crate) kind: String,
     /// Only for a dead job: its arguments, for its dead letter.
     args: Option<Json<Value>>,
+    seq: i64,
+    #[sqlx(try_from = "i32")]
+    attempt: u32,
+    #[sqlx(try_from = "i32")]
+    max_attempts: u32,
+    run_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl Changed {
+    /// The live event of this row's transition; the result and error come from the
+    /// ending (the statement does not send them back).
+    fn event(&self, ending: Option<&Ending>) -> JobEvent {
+        let plan = ending.map(plan);
+        let (result, error) = match self.state {
+            JobState::Completed => (plan.as_ref().and_then(|p| p.result.cloned()), None),
+            JobState::Retrying | JobState::Dead => {
+                (None, plan.as_ref().and_then(|p| p.error.map(str::to_owned)))
+            }
+            _ => (None, None),
+        };
+        JobEvent {
+            id: self.id,
+            kind: self.kind.clone(),
+            queue: self.queue.clone(),
+            state: self.state,
+            seq: u64::try_from(self.seq).unwrap_or(0),
+            attempt: self.attempt,
+            max_attempts: self.max_attempts,
+            at: self.updated_at,
+            run_at: matches!(self.state, JobState::Retrying | JobState::Scheduled)
+                .then_some(self.run_at),
+            result,
+            error,
+        }
+    }
+}
+
+/// What a settlement did: the answer for each job, in order, and the live events of
+/// the transitions it wrote, for the caller to publish once they are committed
+/// ([`Store::settle`] has committed them when it returns; a caller of [`settle_on`]
+/// publishes them after its own commit).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SettleReport {
+    /// One answer per settlement, in order.
+    pub answers: Vec<Settled>,
+    /// One event per job whose state the settlement wrote, and one per job its handler
+    /// had completed in its own transaction (`Settled::AlreadyCompleted`).
+    pub events: Vec<JobEvent>,
 }
 
 impl Store {
     /// Settles many jobs: any mix of endings, with the statements [`settle_on`] lists,
     /// in one transaction (a batch of completions needs none: it is one statement).
-    /// The answer for each, in order.
+    /// The answer for each, in order, and the events of what it wrote, committed: the
+    /// caller publishes them (the one place a transition's live event comes from).
     ///
     /// # Errors
     /// When the database fails; nothing was written.
-    pub async fn settle(&self, settlements: &[Settlement]) -> Result<Vec<Settled>, Error> {
+    pub async fn settle(&self, settlements: &[Settlement]) -> Result<SettleReport, Error> {
         let one_statement = settlements.iter().all(|s| {
             matches!(
                 s.ending,
@@ -271,9 +321,12 @@ impl Store {
 pub(crate) async fn settle_on(
     conn: &mut PgConnection,
     settlements: &[Settlement],
-) -> Result<Vec<Settled>, Error> {
+) -> Result<SettleReport, Error> {
     if settlements.is_empty() {
-        return Ok(Vec::new());
+        return Ok(SettleReport {
+            answers: Vec::new(),
+            events: Vec::new(),
+        });
     }
     let changed = write(conn, settlements).await?;
     let by_id: HashMap<JobId, &Settlement> = settlements.iter().map(|s| (s.id, s)).collect();
@@ -290,7 +343,13 @@ pub(crate) async fn settle_on(
     {
         notify_due(conn).await?;
     }
-    answer(conn, settlements, &changed).await
+    let mut events: Vec<JobEvent> = changed
+        .iter()
+        .map(|row| row.event(by_id.get(&row.id).map(|s| &s.ending)))
+        .collect();
+    let (answers, completed_by_handler) = answer(conn, settlements, &changed).await?;
+    events.extend(completed_by_handler);
+    Ok(SettleReport { answers, events })
 }
 
 /// Statement 1: the job rows and their attempt rows.
@@ -333,13 +392,14 @@ async fn write(conn: &mut PgConnection, settlements: &[Settlement]) -> Result<Ve
                  last_error = COALESCE(i.error, j.last_error), \
                  run_at = COALESCE(now() + i.delay_ms * interval '1 millisecond', j.run_at), \
                  attempt = CASE WHEN i.gives_back THEN j.attempt - 1 ELSE j.attempt END, \
-                 worker_id = NULL, published_at = NULL, updated_at = now(), \
+                 worker_id = NULL, published_at = NULL, updated_at = now(), seq = j.seq + 1, \
                  finished_at = CASE WHEN {NEW_STATE} = ANY($13) THEN now() END \
              FROM i \
              WHERE j.id = i.id AND CASE WHEN i.attempt IS NULL \
                  THEN j.state NOT IN ('completed', 'dead', 'cancelled') \
                  ELSE j.state = 'running' AND j.attempt = i.attempt AND j.worker_id = i.worker_id END \
-             RETURNING j.id, j.state, j.queue, j.kind, \
+             RETURNING j.id, j.state, j.queue, j.kind, j.seq, j.attempt, j.max_attempts, \
+                 j.run_at, j.updated_at, \
                  CASE WHEN j.state = 'dead' THEN j.args END AS args, \
                  i.attempt AS settled_attempt, i.worker_id AS settled_by, \
                  COALESCE(i.started_at, j.started_at, now()) AS settled_started_at, \
@@ -350,7 +410,8 @@ async fn write(conn: &mut PgConnection, settlements: &[Settlement]) -> Result<Ve
                  now() + delay_ms * interval '1 millisecond' \
              FROM settled WHERE outcome IS NOT NULL) \
          {webhooks} \
-         SELECT id, state, queue, kind, args FROM settled",
+         SELECT id, state, queue, kind, args, seq, attempt, max_attempts, run_at, updated_at \
+         FROM settled",
         // Effect: webhook deliveries (see the module docs), in this same statement.
         webhooks = deliveries_cte("settled"),
     )))
@@ -411,12 +472,14 @@ fn dead_letter(row: &Changed, ending: &Ending) -> NewLetter {
     }
 }
 
-/// Statement 4, when needed: why each job that was not written was not.
+/// Statement 4, when needed: why each job that was not written was not; with the events
+/// of the jobs their handlers completed in their own transactions (already committed).
 async fn answer(
     conn: &mut PgConnection,
     settlements: &[Settlement],
     changed: &[Changed],
-) -> Result<Vec<Settled>, Error> {
+) -> Result<(Vec<Settled>, Vec<JobEvent>), Error> {
+    let mut events = Vec::new();
     let mut written: HashMap<JobId, JobState> =
         changed.iter().map(|row| (row.id, row.state)).collect();
     let mut answers: Vec<Option<Settled>> = settlements
@@ -445,10 +508,23 @@ async fn answer(
                         Ending::Attempt { attempt, .. } if attempt == row.attempt
                     ) =>
             {
+                events.push(JobEvent {
+                    id: row.id,
+                    kind: row.kind.clone(),
+                    queue: row.queue.clone(),
+                    state: JobState::Completed,
+                    seq: u64::try_from(row.seq).unwrap_or(0),
+                    attempt: row.attempt,
+                    max_attempts: row.max_attempts,
+                    at: row.updated_at,
+                    run_at: None,
+                    result: plan(&settlement.ending).result.cloned(),
+                    error: None,
+                });
                 Settled::AlreadyCompleted
             }
             Some(row) => Settled::TakenOver(Some(row.state)),
         });
     }
-    Ok(answers.into_iter().flatten().collect())
+    Ok((answers.into_iter().flatten().collect(), events))
 }

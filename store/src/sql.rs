@@ -16,7 +16,7 @@ use crate::error::Error;
 pub(crate) const JOB_COLUMNS: &str = "id, kind, queue, args, state, attempt, max_attempts, \
     run_at, timeout_ms, idempotency_key, result, last_error, cancel_requested, replay_count, \
     replayed_at, replayed_by, traceparent, created_at, updated_at, started_at, finished_at, \
-    schedule_name, schedule_slot";
+    schedule_name, schedule_slot, seq";
 
 /// The expression that wakes the dispatchers (`LISTEN conveyor_due`); Postgres delivers it
 /// when the transaction commits, once however often it was called.
@@ -76,6 +76,7 @@ pub(crate) struct JobRow {
     finished_at: Option<DateTime<Utc>>,
     schedule_name: Option<String>,
     schedule_slot: Option<String>,
+    seq: i64,
 }
 
 impl From<JobRow> for JobRecord {
@@ -86,6 +87,7 @@ impl From<JobRow> for JobRecord {
             queue: row.queue,
             args: row.args,
             state: row.state,
+            seq: u64::try_from(row.seq).unwrap_or(0),
             attempt: row.attempt,
             max_attempts: row.max_attempts,
             run_at: row.run_at,

@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
-use jobs::{JobId, WorkerId};
+use jobs::{JobEvent, JobId, WorkerId};
 use uuid::Uuid;
 
 use crate::Store;
 use crate::error::Error;
-use crate::settle::{Ending, Settled, Settlement, settle_on};
+use crate::settle::{Ending, Settlement, settle_on};
 use crate::sql::millis;
 
 /// Most orphans one rescue settles; the next rescue takes the rest.
@@ -58,12 +58,12 @@ impl Store {
 
     /// Rescues running jobs whose worker stopped heartbeating for `lost_after` (or is
     /// gone): each gets a `lost` attempt row and is retried now, or is dead when it has
-    /// no attempts left (or cancelled, when a cancel was requested). Returns how many
-    /// were rescued.
+    /// no attempts left (or cancelled, when a cancel was requested). Returns the live
+    /// events of the rescued jobs (one each), committed, for the caller to publish.
     ///
     /// # Errors
     /// When the database fails.
-    pub async fn rescue_orphans(&self, lost_after: Duration) -> Result<u64, Error> {
+    pub async fn rescue_orphans(&self, lost_after: Duration) -> Result<Vec<JobEvent>, Error> {
         let mut tx = self.pool().begin().await?;
         // Locked until the settlement commits, so their attempt counts cannot move.
         let orphans: Vec<Orphan> = sqlx::query_as(
@@ -92,9 +92,6 @@ impl Store {
             .collect();
         let settled = settle_on(&mut tx, &settlements).await?;
         tx.commit().await?;
-        Ok(settled
-            .iter()
-            .filter(|s| matches!(s, Settled::Recorded(_)))
-            .count() as u64)
+        Ok(settled.events)
     }
 }

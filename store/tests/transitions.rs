@@ -332,7 +332,8 @@ async fn the_rescue_retries_a_lost_job_and_kills_one_without_attempts_left() {
         db.store
             .rescue_orphans(Duration::from_secs(3600))
             .await
-            .unwrap(),
+            .unwrap()
+            .len(),
         0
     );
     // `lost` has no heartbeat row at all; `alive` heartbeats, but not within zero.
@@ -341,7 +342,10 @@ async fn the_rescue_retries_a_lost_job_and_kills_one_without_attempts_left() {
         .execute(db.store.pool())
         .await
         .unwrap();
-    assert_eq!(db.store.rescue_orphans(Duration::ZERO).await.unwrap(), 2);
+    assert_eq!(
+        db.store.rescue_orphans(Duration::ZERO).await.unwrap().len(),
+        2
+    );
     assert_eq!(db.state(retried.id).await, JobState::Retrying);
     assert_eq!(db.state(exhausted.id).await, JobState::Dead);
     assert_eq!(db.state(kept.id).await, JobState::Running);
@@ -360,10 +364,16 @@ async fn the_rescue_retries_a_lost_job_and_kills_one_without_attempts_left() {
             .await,
         [Settled::TakenOver(Some(JobState::Enqueued))]
     );
-    assert_eq!(db.store.rescue_orphans(Duration::ZERO).await.unwrap(), 0);
+    assert_eq!(
+        db.store.rescue_orphans(Duration::ZERO).await.unwrap().len(),
+        0
+    );
     // A clean deregistration leaves the worker's jobs to the rescue.
     db.store.deregister(alive).await.unwrap();
-    assert_eq!(db.store.rescue_orphans(Duration::ZERO).await.unwrap(), 1);
+    assert_eq!(
+        db.store.rescue_orphans(Duration::ZERO).await.unwrap().len(),
+        1
+    );
     assert_eq!(db.state(kept.id).await, JobState::Retrying);
     db.drop().await;
 }
@@ -376,7 +386,10 @@ async fn a_lost_job_with_a_cancel_requested_is_cancelled_without_a_dead_letter()
     let exhausted = db.running(lost, 1).await;
     db.store.cancel(retried.id, &operator()).await.unwrap();
     db.store.cancel(exhausted.id, &operator()).await.unwrap();
-    assert_eq!(db.store.rescue_orphans(Duration::ZERO).await.unwrap(), 2);
+    assert_eq!(
+        db.store.rescue_orphans(Duration::ZERO).await.unwrap().len(),
+        2
+    );
     assert_eq!(db.state(retried.id).await, JobState::Cancelled);
     assert_eq!(db.state(exhausted.id).await, JobState::Cancelled);
     assert!(db.letters().await.is_empty());

@@ -21,6 +21,8 @@ pub struct Archive {
     registry: Registry,
     topology: Topology,
     abandon: CancellationToken,
+    /// Where the event of a job it settles dead goes.
+    events: broker::Events,
 }
 
 /// Why a message was dead-lettered, with the job it names (if any) and its queue.
@@ -51,7 +53,15 @@ impl Archive {
             registry,
             topology,
             abandon,
+            events: broker::Events::disabled(),
         }
+    }
+
+    /// Publishes the live event of each job it settles dead to `events`.
+    #[must_use]
+    pub fn with_events(mut self, events: broker::Events) -> Self {
+        self.events = events;
+        self
     }
 
     /// Classifies a dead-lettered message.
@@ -125,7 +135,8 @@ impl Archive {
         })
         .await;
         match result {
-            Some(Ok(())) => {
+            Some(Ok(event)) => {
+                self.events.publish_all(&event);
                 metrics::counter!("conveyor_dead_letters_archived_total", "reason" => message.reason.as_str()).increment(1);
                 Disposition::Ack
             }

@@ -38,6 +38,8 @@ pub struct Worker {
     registry: Registry,
     id: WorkerId,
     name: String,
+    /// Where the live events of its claims, outcomes and archived jobs go.
+    events: broker::Events,
 }
 
 impl std::fmt::Debug for Worker {
@@ -106,7 +108,15 @@ impl Worker {
             registry,
             id,
             name,
+            events: broker::Events::disabled(),
         }
+    }
+
+    /// Publishes the live event of each transition it commits to `events`.
+    #[must_use]
+    pub fn with_events(mut self, events: broker::Events) -> Self {
+        self.events = events;
+        self
     }
 
     /// Live status, for readiness checks.
@@ -140,18 +150,22 @@ impl Worker {
     /// Consumes until `shutdown` fires, then drains and returns.
     pub async fn run(self, shutdown: CancellationToken) {
         let abandon = CancellationToken::new();
-        let executor = Executor::new(
+        let executor = Executor::with_events(
             self.store.clone(),
             self.registry.clone(),
             self.id,
             abandon.clone(),
+            self.events.clone(),
         );
-        let archive = Arc::new(Archive::new(
-            self.store.clone(),
-            self.registry.clone(),
-            self.topology.clone(),
-            abandon.clone(),
-        ));
+        let archive = Arc::new(
+            Archive::new(
+                self.store.clone(),
+                self.registry.clone(),
+                self.topology.clone(),
+                abandon.clone(),
+            )
+            .with_events(self.events.clone()),
+        );
         let tracker = TaskTracker::new();
         let queues = self.queues();
         let lanes: Vec<Lane> = queues

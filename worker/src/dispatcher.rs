@@ -28,6 +28,8 @@ pub struct Dispatcher {
     lost_after: Duration,
     store: Store,
     publisher: Arc<Publisher>,
+    /// Where the events of its transitions (due → `enqueued`, rescues) go.
+    events: broker::Events,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -51,7 +53,15 @@ impl Dispatcher {
             lost_after,
             store,
             publisher,
+            events: broker::Events::disabled(),
         }
+    }
+
+    /// Publishes the live event of each transition it commits to `events`.
+    #[must_use]
+    pub fn with_events(mut self, events: broker::Events) -> Self {
+        self.events = events;
+        self
     }
 
     /// Runs one round: publishes up to a batch of due jobs. Returns how many were taken.
@@ -68,6 +78,15 @@ impl Dispatcher {
             .await?;
         if due.is_empty() {
             return Ok(0);
+        }
+        // Committed: the events go out before the jobs' messages, so a worker's
+        // `running` follows this process's `enqueued` on the events exchange.
+        if self.events.enabled() {
+            for job in &due {
+                if let Some(event) = job.event() {
+                    self.events.publish(&event);
+                }
+            }
         }
         let now = chrono::Utc::now();
         let publishes = due.iter().map(|job| {
@@ -152,8 +171,10 @@ impl Dispatcher {
             if last_rescue.elapsed() >= rescue_every && db_up_since.elapsed() >= self.lost_after {
                 last_rescue = Instant::now();
                 match self.store.rescue_orphans(self.lost_after).await {
-                    Ok(0) => {}
-                    Ok(n) => {
+                    Ok(events) if events.is_empty() => {}
+                    Ok(events) => {
+                        self.events.publish_all(&events);
+                        let n = events.len() as u64;
                         metrics::counter!("conveyor_jobs_rescued_total").increment(n);
                         tracing::warn!(
                             rescued = n,

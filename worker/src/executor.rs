@@ -29,6 +29,8 @@ pub struct Executor {
     abandon: CancellationToken,
     /// Coalesces claims and completions across concurrent deliveries.
     batcher: Batcher,
+    /// Where the live events of this executor's transitions go, after their commits.
+    events: broker::Events,
     /// Deliveries in this process per job id, from before the claim until the outcome is
     /// written: a claim retried after a lost reply may take the job back only when no
     /// other delivery of it is in this process (which may be the one running it).
@@ -90,13 +92,26 @@ impl Executor {
         worker: WorkerId,
         abandon: CancellationToken,
     ) -> Self {
-        let batcher = Batcher::start(store.clone(), worker);
+        Self::with_events(store, registry, worker, abandon, broker::Events::disabled())
+    }
+
+    /// [`Executor::new`], publishing the live event of each transition it commits to
+    /// `events`.
+    pub fn with_events(
+        store: Store,
+        registry: Registry,
+        worker: WorkerId,
+        abandon: CancellationToken,
+        events: broker::Events,
+    ) -> Self {
+        let batcher = Batcher::start(store.clone(), worker, events.clone());
         Self {
             store,
             registry,
             worker,
             abandon,
             batcher,
+            events,
             handling: Arc::default(),
         }
     }
@@ -281,8 +296,10 @@ impl Executor {
             if completed {
                 self.batcher.complete(settlement.clone()).await
             } else {
-                let settled = self.store.settle(std::slice::from_ref(&settlement)).await?;
-                settled
+                let report = self.store.settle(std::slice::from_ref(&settlement)).await?;
+                self.events.publish_all(&report.events);
+                report
+                    .answers
                     .into_iter()
                     .next()
                     .ok_or_else(|| store::Error::Corrupt("a settlement went unanswered".into()))

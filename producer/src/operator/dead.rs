@@ -609,6 +609,7 @@ pub async fn replay(
         .store
         .replay_many(&ids, args.as_ref(), &context)
         .await?;
+    publish_replayed(&state, &outcomes).await;
     let mut report = ReplayReport {
         dry_run: false,
         matched: ids.len(),
@@ -685,4 +686,29 @@ pub async fn purge(
         purged,
         ids,
     }))
+}
+/// Publishes the events of the jobs a replay moved (committed), read back in one
+/// statement; a failed read only costs the live events (the ledger is right).
+async fn publish_replayed(state: &AppState, outcomes: &[(Uuid, ReplayOutcome)]) {
+    if !state.events.publisher.enabled() {
+        return;
+    }
+    let ids: Vec<jobs::JobId> = outcomes
+        .iter()
+        .filter_map(|(_, outcome)| match outcome {
+            ReplayOutcome::Replayed { job_id } => Some(*job_id),
+            ReplayOutcome::Skipped { .. } => None,
+        })
+        .collect();
+    match state.store.get_jobs(&ids).await {
+        Ok(records) => {
+            for record in &records {
+                state
+                    .events
+                    .publisher
+                    .publish(&jobs::JobEvent::of_record(record));
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "the replayed jobs' events could not be read"),
+    }
 }

@@ -50,5 +50,10 @@ pub async fn retry_job(
         }
     }
     let record = guard::load_job(&state, &auth, id, "read").await?;
+    // Committed: the retry's event, from the row as it is now.
+    state
+        .events
+        .publisher
+        .publish(&jobs::JobEvent::of_record(&record));
     Ok(Json(guard::view(&auth, record)))
 }

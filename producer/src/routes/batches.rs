@@ -93,7 +93,7 @@ pub async fn create_batch(
         .collect();
     for (record, job) in records.iter().zip(&jobs) {
         if record.id == job.id {
-            accepted(record);
+            accepted(&state, record);
         }
     }
     let fresh: Vec<&JobRecord> = records
@@ -103,8 +103,13 @@ pub async fn create_batch(
         .map(|(record, _)| record)
         .collect();
     publish_all(&state, &reservation, &fresh).await;
+    let read_args = auth.can(Scope::JobsReadArgs);
     let body = BatchAccepted {
         ids: records.iter().map(|r| r.id).collect(),
+        status_urls: records
+            .iter()
+            .map(|r| state.events.status_url(r.id, read_args))
+            .collect(),
     };
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }

@@ -11,9 +11,9 @@ use jobs::{Envelope, JobId, JobState, ValidationErrors};
 use store::Insert;
 
 use super::validate::{FromHeaders, Intake, Limits, check_callback, header_key};
-use super::wire::{Accepted, CreateJobRequest, JobPage, JobView, ListQuery};
+use super::wire::{Accepted, CreateJobRequest, GetJobQuery, JobPage, JobView, ListQuery};
 use crate::AppState;
-use crate::auth::{Auth, RequestId};
+use crate::auth::{Auth, Caller, RequestId};
 use crate::extract::{ApiJson, ApiQuery};
 use crate::guard;
 use crate::problem::{ApiError, Problem};
@@ -101,12 +101,15 @@ pub async fn create_job(
             let body = Accepted {
                 id: record.id,
                 state: record.state,
+                status_url: state
+                    .events
+                    .status_url(record.id, auth.can(Scope::JobsReadArgs)),
             };
             return Ok((StatusCode::OK, Json(body)).into_response());
         }
         Insert::Created(record) => record,
     };
-    accepted(&record);
+    accepted(&state, &record);
     if record.state == JobState::Enqueued {
         publish_all(&state, &reservation, &[&record]).await;
     }
@@ -114,6 +117,9 @@ pub async fn create_job(
     let body = Accepted {
         id: record.id,
         state: record.state,
+        status_url: state
+            .events
+            .status_url(record.id, auth.can(Scope::JobsReadArgs)),
     };
     Ok((
         StatusCode::ACCEPTED,
@@ -123,7 +129,13 @@ pub async fn create_job(
         .into_response())
 }
 
-pub(super) fn accepted(record: &JobRecord) {
+/// Counts a recorded job and publishes its first event (`enqueued` or `scheduled`),
+/// committed, before its message is published.
+pub(super) fn accepted(state: &AppState, record: &JobRecord) {
+    state
+        .events
+        .publisher
+        .publish(&jobs::JobEvent::of_record(record));
     metrics::counter!("conveyor_jobs_accepted_total", "kind" => record.kind.clone(), "queue" => record.queue.clone())
         .increment(1);
 }
@@ -180,18 +192,21 @@ pub(super) async fn publish_all(
     state.published.confirmed(confirmed).await;
 }
 
-/// `GET /v1/jobs/{id}`: one job.
+/// `GET /v1/jobs/{id}`: one job. With `wait`, answers as soon as the job is final, or
+/// at the bound with the job as it is then (`final` says which); a wait counts against
+/// the stream budget.
 #[utoipa::path(
     get,
     path = "/v1/jobs/{id}",
     tag = "jobs",
-    params(("id" = String, Path, description = "Job id (UUID)")),
+    params(("id" = String, Path, description = "Job id (UUID)"), GetJobQuery),
     responses(
-        (status = 200, description = "The job", body = JobView),
+        (status = 200, description = "The job (`final`: whether it is completed, dead or cancelled)", body = JobView),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The key lacks the scope, or the kind or queue is outside its reach", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The id is not a UUID, or `wait` is malformed or past `events.max_wait_ms`", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "A wait past the stream budget (Retry-After)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["jobs:read"]))
@@ -199,10 +214,33 @@ pub(super) async fn publish_all(
 pub async fn get_job(
     State(state): State<AppState>,
     auth: Auth,
+    caller: Option<axum::Extension<Caller>>,
     Path(id): Path<String>,
+    query: Result<ApiQuery<GetJobQuery>, ApiError>,
 ) -> Result<Json<JobView>, ApiError> {
     auth.require(Scope::JobsRead)?;
-    let record = guard::load_job(&state, &auth, parse_id(&id)?, "read").await?;
+    let ApiQuery(query) = query?;
+    let id = parse_id(&id)?;
+    let wait = match query.wait.as_deref() {
+        None => None,
+        Some(text) => Some(
+            crate::events::routes::parse_wait(
+                text,
+                std::time::Duration::from_millis(state.events.settings.max_wait_ms),
+            )
+            .map_err(|e| ApiError::Validation(ValidationErrors::one("wait", e)))?,
+        ),
+    };
+    let record = match wait {
+        Some(wait) if !wait.is_zero() => {
+            let caller = caller.map_or(
+                Caller::Address(std::net::IpAddr::from([127, 0, 0, 1])),
+                |c| c.0,
+            );
+            crate::events::routes::wait_until_final(&state, &auth, &caller, id, wait).await?
+        }
+        _ => guard::load_job(&state, &auth, id, "read").await?,
+    };
     Ok(Json(guard::view(&auth, record)))
 }
 
@@ -262,6 +300,13 @@ pub async fn cancel_job(
         }
     };
     let record = load(&state, id).await?;
+    if status == StatusCode::OK {
+        // Committed: the cancel's event, from the row as it is now.
+        state
+            .events
+            .publisher
+            .publish(&jobs::JobEvent::of_record(&record));
+    }
     Ok((status, Json(guard::view(&auth, record))).into_response())
 }
 

@@ -54,6 +54,11 @@ pub struct Accepted {
     /// Its state (`enqueued` or `scheduled` right after intake).
     #[schema(value_type = String, example = "enqueued")]
     pub state: JobState,
+    /// A link that opens this job's event stream without an API key
+    /// (`new EventSource(status_url)` in a browser): `/v1/jobs/{id}/events?token=…`,
+    /// signed, valid for `events.token_ttl_secs`. Absent when events are off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_url: Option<String>,
 }
 
 /// `POST /v1/jobs/batch` body: up to `producer.max_batch` jobs, accepted all or none.
@@ -70,6 +75,21 @@ pub struct BatchAccepted {
     /// One id per job, in request order.
     #[schema(value_type = Vec<uuid::Uuid>)]
     pub ids: Vec<JobId>,
+    /// One status link per job, in request order (see `Accepted.status_url`). Absent
+    /// when events are off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_urls: Option<Vec<String>>,
+}
+
+/// `GET /v1/jobs/{id}` query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct GetJobQuery {
+    /// Wait up to this long for the job to be final (`30s`, `500ms`, `1m`, or seconds;
+    /// at most `events.max_wait_ms`): the answer comes as soon as it is, or at the
+    /// bound with the job as it is then (`final` says which).
+    pub wait: Option<String>,
 }
 
 /// `GET /v1/jobs` query.
@@ -146,6 +166,9 @@ pub struct JobView {
     pub fired_by: Option<jobs::schedule::FiredBy>,
     /// True when `args` and `result` were withheld: the key lacks `jobs:read_args`.
     pub redacted: bool,
+    /// True when the job is completed, dead or cancelled (what `wait` waits for).
+    #[serde(rename = "final")]
+    pub is_final: bool,
 }
 
 impl From<JobRecord> for JobView {
@@ -170,6 +193,7 @@ impl From<JobRecord> for JobView {
             finished_at: r.finished_at,
             fired_by: r.fired_by,
             redacted: false,
+            is_final: r.state.is_final(),
         }
     }
 }

@@ -93,7 +93,11 @@ impl TestDb {
 
     /// Settles, and answers for each.
     pub async fn settle(&self, settlements: &[Settlement]) -> Vec<store::Settled> {
-        self.store.settle(settlements).await.expect("settle")
+        self.store
+            .settle(settlements)
+            .await
+            .expect("settle")
+            .answers
     }
 
     /// The ids the dispatcher takes now, republishing what is unconfirmed for `window`.
