@@ -705,7 +705,9 @@ pub async fn delete_broker_objects(settings: &Settings, extra: Vec<String>) {
     let session = broker::Session::open(&settings.broker, "conveyor-test-cleanup")
         .await
         .expect("the test broker answers");
-    let mut queues: Vec<&str> = ["default", "orders", "emails"]
+    // The queues of the built-in kinds (webhook deliveries included: left behind, a
+    // quorum queue per test run slows every later connection to the shared broker).
+    let mut queues: Vec<&str> = ["default", "orders", "emails", jobs::kinds::webhook::QUEUE]
         .into_iter()
         .chain(extra.iter().map(String::as_str))
         .collect();
