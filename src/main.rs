@@ -55,11 +55,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let roles = match cli.command {
         Command::Dead(command) => {
             let store = store::Store::connect(&settings.database)?;
-            return ops::dead(&store, &app::catalog(&settings)?, command).await;
+            let events = ops::events(&settings);
+            let done = ops::dead(&store, &app::catalog(&settings)?, &events, command).await;
+            events.close(settings.broker.connect_timeout()).await;
+            return done;
         }
         Command::Jobs(command) => {
             let store = store::Store::connect(&settings.database)?;
-            return ops::jobs(&store, command).await;
+            let events = ops::events(&settings);
+            let done = ops::jobs(&store, &events, command).await;
+            events.close(settings.broker.connect_timeout()).await;
+            return done;
         }
         Command::Schedules(command) => {
             let store = store::Store::connect(&settings.database)?;

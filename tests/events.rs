@@ -416,3 +416,32 @@ async fn streams_past_the_per_key_cap_get_429_and_a_stream_at_its_lifetime_resum
     assert!(seen_final, "a resumed stream delivered the final state");
     app.teardown().await;
 }
+
+#[tokio::test]
+async fn an_operators_cli_cancel_reaches_an_open_stream() {
+    // Arrange: a job due in an hour, and its stream open on its current state.
+    let app = spawn_app().await;
+    let id = app
+        .enqueue(json!({"kind": "noop", "args": {}, "delay_ms": 3_600_000}))
+        .await;
+    let mut stream = open(&app, &format!("/v1/jobs/{id}/events"), None).await;
+    let first = stream.next(LIMIT).await.expect("the current state first");
+    assert_eq!(first.data["state"], "scheduled");
+
+    // Act: an operator cancels it from the command line.
+    let (ok, _, stderr) = app.cli(&["jobs", "cancel", &id]).await;
+    assert!(ok, "jobs cancel failed: {stderr}");
+
+    // Assert: the stream sees it at once (no reconnect), as final, and ends.
+    assert_eq!(
+        stream.states_until_final(LIMIT).await,
+        ["cancelled"],
+        "the CLI's cancel is published like the API's"
+    );
+    assert!(
+        !stderr.contains("ERROR"),
+        "a clean CLI run prints no ERROR line: {stderr}"
+    );
+
+    app.teardown().await;
+}

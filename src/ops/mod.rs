@@ -27,7 +27,12 @@ pub mod stats;
 ///
 /// # Errors
 /// Bad arguments, an unknown id, or an unreachable database.
-pub async fn dead(store: &Store, catalog: &Catalog, command: DeadCommand) -> anyhow::Result<()> {
+pub async fn dead(
+    store: &Store,
+    catalog: &Catalog,
+    events: &broker::Events,
+    command: DeadCommand,
+) -> anyhow::Result<()> {
     match command {
         DeadCommand::List {
             filter,
@@ -82,7 +87,17 @@ pub async fn dead(store: &Store, catalog: &Catalog, command: DeadCommand) -> any
             })
             .await;
             progress.finish_and_clear();
-            print(&replayed?, Format::json_if(json))
+            let replayed = replayed?;
+            let moved: Vec<JobId> = replayed
+                .results
+                .iter()
+                .filter_map(|result| match result.outcome {
+                    ReplayOutcome::Replayed { job_id } => Some(job_id),
+                    ReplayOutcome::Skipped { .. } => None,
+                })
+                .collect();
+            announce(store, events, &moved).await;
+            print(&replayed, Format::json_if(json))
         }
         DeadCommand::Purge {
             ids,
@@ -123,7 +138,11 @@ pub async fn dead(store: &Store, catalog: &Catalog, command: DeadCommand) -> any
 ///
 /// # Errors
 /// An unknown id, a job in the wrong state, or an unreachable database.
-pub async fn jobs(store: &Store, command: JobsCommand) -> anyhow::Result<()> {
+pub async fn jobs(
+    store: &Store,
+    events: &broker::Events,
+    command: JobsCommand,
+) -> anyhow::Result<()> {
     match command {
         JobsCommand::Show { id, json } => {
             let detail = jobs::show(store, JobId(parse_id(&id)?)).await?;
@@ -132,13 +151,49 @@ pub async fn jobs(store: &Store, command: JobsCommand) -> anyhow::Result<()> {
         JobsCommand::Cancel { id, by, json } => {
             let context = Principal::cli(by.unwrap_or_else(default_actor)).audit(None);
             let cancelled = jobs::cancel(store, JobId(parse_id(&id)?), &context).await?;
+            announce(store, events, &[cancelled.id]).await;
             print(&cancelled, Format::json_if(json))
         }
         JobsCommand::Retry { id, by } => {
             let context = Principal::cli(by.unwrap_or_else(default_actor)).audit(None);
-            let retried = jobs::retry(store, JobId(parse_id(&id)?), &context).await?;
+            let id = JobId(parse_id(&id)?);
+            let retried = jobs::retry(store, id, &context).await?;
+            announce(store, events, &[id]).await;
             print(&retried, Format::Table)
         }
+    }
+}
+
+/// The events publisher of a CLI command that moves jobs (`jobs cancel|retry`, `dead
+/// replay`), so that open event streams and waits see an operator's change as they see
+/// the API's. It connects on its first event: a command that moves nothing costs no
+/// broker connection.
+pub fn events(settings: &crate::config::Settings) -> broker::Events {
+    if settings.events.enabled {
+        broker::Events::start(
+            &settings.broker,
+            &crate::app::topology(settings),
+            format!("{}-cli-{}", settings.namespace, std::process::id()),
+            settings.events.buffer,
+        )
+    } else {
+        broker::Events::disabled()
+    }
+}
+
+/// Publishes the committed state of `ids` as their events. A failed read costs only the
+/// live events (the ledger is right, and streams read it again), so it is a warning.
+async fn announce(store: &Store, events: &broker::Events, ids: &[JobId]) {
+    if !events.enabled() || ids.is_empty() {
+        return;
+    }
+    match store.get_jobs(ids).await {
+        Ok(records) => {
+            for record in &records {
+                events.publish(&::jobs::JobEvent::of_record(record));
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "the moved jobs' events could not be read"),
     }
 }
 
