@@ -350,6 +350,55 @@ async fn listing_pages_through_2500_jobs_without_gaps_or_repeats() {
 }
 
 #[tokio::test]
+async fn the_openapi_document_states_the_bounds_the_intake_enforces() {
+    let app = spawn_app_with(|_| {}, Roles::INTAKE).await;
+
+    let spec: Value = app
+        .client
+        .get(format!("{}/openapi.json", app.address))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+
+    let job = &spec["components"]["schemas"]["CreateJobRequest"]["properties"];
+    let kinds: Vec<&str> = job["kind"]["enum"]
+        .as_array()
+        .expect("the kinds are listed")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(kinds.contains(&"order.process"), "{kinds:?}");
+    assert!(kinds.contains(&"noop"), "{kinds:?}");
+    assert!(!kinds.contains(&"webhook.deliver"), "{kinds:?}");
+    assert_eq!(job["max_attempts"]["maximum"], 100);
+    assert_eq!(job["timeout_ms"]["maximum"], 86_400_000);
+    assert_eq!(job["idempotency_key"]["maxLength"], 255);
+    assert_eq!(job["queue"]["pattern"], "^[a-z0-9_-]{1,64}$");
+    let batch = &spec["components"]["schemas"]["BatchRequest"]["properties"]["jobs"];
+    assert_eq!(
+        (batch["minItems"].clone(), batch["maxItems"].clone()),
+        (json!(1), json!(1000))
+    );
+    let list = spec["paths"]["/v1/jobs"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    let limit = list.iter().find(|p| p["name"] == "limit").unwrap();
+    assert_eq!(
+        (
+            limit["schema"]["minimum"].clone(),
+            limit["schema"]["maximum"].clone()
+        ),
+        (json!(1), json!(1000))
+    );
+    let id = &spec["paths"]["/v1/jobs/{id}"]["get"]["parameters"][0]["schema"];
+    assert_eq!(id["format"], "uuid", "{id}");
+    app.teardown().await;
+}
+
+#[tokio::test]
 async fn the_openapi_document_covers_every_route_and_error_shape() {
     let app = spawn_app_with(|_| {}, Roles::INTAKE).await;
 

@@ -256,7 +256,21 @@ async fn openapi_json(
     if !state.keys.protected() {
         optional_security(&mut doc);
     }
+    accepted_kinds(&mut doc, &state.catalog);
     Json(doc)
+}
+
+/// Lists the kinds this intake accepts as the `enum` of a job request's `kind`
+/// (`webhook.deliver` is made by Conveyor only).
+fn accepted_kinds(doc: &mut serde_json::Value, catalog: &Catalog) {
+    let kinds: Vec<&str> = catalog
+        .kinds()
+        .into_iter()
+        .filter(|kind| *kind != jobs::kinds::webhook::KIND)
+        .collect();
+    if let Some(kind) = doc.pointer_mut("/components/schemas/CreateJobRequest/properties/kind") {
+        kind["enum"] = serde_json::json!(kinds);
+    }
 }
 
 /// Adds the empty requirement (no authentication) beside each operation's `bearer`.
