@@ -95,11 +95,13 @@ impl GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run every role in one process: intake, workers and dispatcher (the quick start).
-    /// Migrates the database first unless --no-migrate.
+    /// Migrates the database first unless --no-migrate. With no SMTP server configured
+    /// (smtp.host), email goes to a development mailbox: `conveyor mail list`.
     Run(RunArgs),
     /// Run the HTTP intake only.
     Producer(ProducerArgs),
-    /// Run a worker (and, unless --no-dispatcher, a dispatcher).
+    /// Run a worker (and, unless --no-dispatcher, a dispatcher). A worker that runs
+    /// email.send needs an SMTP server (smtp.host) and refuses to start without one.
     Worker(WorkerArgs),
     /// Create the database if missing and apply migrations.
     Migrate,
