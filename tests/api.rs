@@ -560,15 +560,15 @@ async fn logs_never_contain_api_keys_or_passwords() {
         .local_addr()
         .unwrap()
         .port();
-    let child = app
-        .command(&["run", "--listen", &format!("127.0.0.1:{port}")])
-        .env("CONVEYOR_DATABASE__URL", &db_url)
-        .env("CONVEYOR_PRODUCER__API_KEYS", format!("[\"{hash}\"]"))
-        .env("RUST_LOG", "debug")
-        .stderr(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    // The output is read as it comes: a debug-level child blocks on a full pipe.
+    let (mut child, output) = app.spawn_child_with_output(
+        &["run", "--listen", &format!("127.0.0.1:{port}")],
+        &[
+            ("CONVEYOR_DATABASE__URL", db_url),
+            ("CONVEYOR_PRODUCER__API_KEYS", format!("[\"{hash}\"]")),
+            ("RUST_LOG", "debug".to_owned()),
+        ],
+    );
     let base = format!("http://127.0.0.1:{port}");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while app
@@ -614,13 +614,13 @@ async fn logs_never_contain_api_keys_or_passwords() {
         .args(["-TERM", &pid.to_string()])
         .status()
         .unwrap();
-    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
         .await
         .unwrap()
         .unwrap();
+    let logs = output.finished().await.join("\n");
 
-    assert!(output.status.success(), "SIGTERM exits 0");
-    let logs = String::from_utf8_lossy(&output.stderr);
+    assert!(status.success(), "SIGTERM exits 0");
     assert!(logs.len() > 1000, "debug logs were captured");
     assert!(!logs.contains(&key), "an API key leaked into the logs");
     assert!(
