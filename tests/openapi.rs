@@ -52,9 +52,9 @@ fn require(name: &str) -> Option<PathBuf> {
     found
 }
 
-/// An intake with a worker and one configured key, with limits high enough that a
-/// generated test run is not throttled.
-async fn app_with_key() -> (TestApp, String) {
+/// An intake (with a worker when `roles` says so) and one configured key, with limits
+/// high enough that a generated test run is not throttled.
+async fn app_with_key(roles: Roles) -> (TestApp, String) {
     let (key, hash) = producer::auth::new_key().expect("a key");
     let app = spawn_app_with(
         move |s| {
@@ -68,7 +68,7 @@ async fn app_with_key() -> (TestApp, String) {
                 burst: 100_000,
             };
         },
-        Roles::ALL,
+        roles,
     )
     .await;
     (app, key)
@@ -88,16 +88,18 @@ async fn run(command: &mut tokio::process::Command, what: &str) -> (bool, String
 }
 
 #[tokio::test]
-#[ignore = "18 open findings (issue #21): schema-valid requests refused on the operator, \
-            keys, webhooks and schedules routes and on POST /v1/jobs (callback_url \"\", \
-            run_at with delay_ms), GET /v1/jobs?state=, undocumented 400/415 on \
-            PATCH /v1/schedules/{name}, and GET /v1/dead?since=<control characters> \
-            closing the connection; run with --ignored"]
+#[ignore = "9 open findings (issue #21): a schema-valid request refused on POST /v1/jobs \
+            and /v1/jobs/batch (callback_url whose host is empty or does not resolve), \
+            POST /v1/webhooks (the same for url; states), POST /v1/schedules and \
+            PATCH /v1/schedules/{name} (args not described per kind, cron and timezone \
+            not described), POST /v1/dead/replay and /purge (exactly one of ids, filter, \
+            all is not in the document; 10,000 ids exceed the body limit); run with --ignored"]
 async fn schemathesis_finds_nothing_against_an_intake_with_keys() {
     let Some(st) = require("schemathesis") else {
         return;
     };
-    let (app, key) = app_with_key().await;
+    // No worker: the generated jobs include the test kinds that panic and abort.
+    let (app, key) = app_with_key(Roles::INTAKE).await;
 
     let (ok, report) = run(
         tokio::process::Command::new(st)
@@ -123,7 +125,7 @@ async fn a_python_client_generated_from_the_document_enqueues_an_order_and_reads
         return;
     };
     let python = tool("python3").or_else(|| tool("python")).expect("python");
-    let (app, key) = app_with_key().await;
+    let (app, key) = app_with_key(Roles::ALL).await;
     app.seed_products("sku,name,unit_price_minor,currency,stock\nMUG,Blue mug,1250,USD,10\n")
         .await;
     let dir = std::env::temp_dir().join(format!("conveyor-openapi-{}", uuid::Uuid::new_v4()));

@@ -61,6 +61,17 @@ impl DeadSelection {
         };
         let since = time("since", &self.since);
         let until = time("until", &self.until);
+        // Postgres text holds no NUL: a filter with one matches nothing it could store,
+        // and is refused here rather than failing in the database.
+        for (field, text) in [
+            ("queue", &self.queue),
+            ("kind", &self.kind),
+            ("error", &self.error),
+        ] {
+            if text.as_deref().is_some_and(|t| t.contains('\0')) {
+                errors.add(field, "must not contain NUL characters");
+            }
+        }
         if self.limit == Some(0) {
             errors.add("limit", "must be at least 1");
         }
@@ -153,6 +164,14 @@ mod tests {
         ] {
             assert!(parse_time(bad, now).is_err(), "{bad:?}");
         }
+        let nul = DeadSelection {
+            error: Some("a\0b".into()),
+            ..DeadSelection::default()
+        };
+        assert!(matches!(
+            nul.to_filter(&Principal::cli("t"), "read", now),
+            Err(SelectionError::Invalid(_))
+        ));
         let selection = DeadSelection {
             since: Some("yesterday".into()),
             ..DeadSelection::default()

@@ -245,6 +245,21 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc
 }
 
+/// A job request gives `run_at` or `delay_ms`, not both (the intake refuses the pair):
+/// said as a `not` of both present and non-null, which utoipa's schema model cannot
+/// hold, so it is added to the JSON document.
+fn exclusive_schedules(doc: &mut serde_json::Value) {
+    if let Some(schema) = doc.pointer_mut("/components/schemas/CreateJobRequest") {
+        schema["not"] = serde_json::json!({
+            "required": ["run_at", "delay_ms"],
+            "properties": {
+                "run_at": {"type": "string"},
+                "delay_ms": {"type": "integer"}
+            }
+        });
+    }
+}
+
 /// `GET /openapi.json`: this API's OpenAPI 3.1 document, generated from the code. On
 /// an intake without keys, every protected operation also lists the empty security
 /// requirement: there, authentication is optional.
@@ -257,10 +272,11 @@ async fn openapi_json(
         optional_security(&mut doc);
     }
     accepted_kinds(&mut doc, &state.catalog);
+    exclusive_schedules(&mut doc);
     Json(doc)
 }
 
-/// Lists the kinds this intake accepts as the `enum` of a job request's `kind`
+/// Lists the kinds this intake accepts as the `enum` of a job's and a schedule's `kind`
 /// (`webhook.deliver` is made by Conveyor only).
 fn accepted_kinds(doc: &mut serde_json::Value, catalog: &Catalog) {
     let kinds: Vec<&str> = catalog
@@ -268,8 +284,24 @@ fn accepted_kinds(doc: &mut serde_json::Value, catalog: &Catalog) {
         .into_iter()
         .filter(|kind| *kind != jobs::kinds::webhook::KIND)
         .collect();
-    if let Some(kind) = doc.pointer_mut("/components/schemas/CreateJobRequest/properties/kind") {
-        kind["enum"] = serde_json::json!(kinds);
+    for schema in [
+        "CreateJobRequest",
+        "CreateScheduleRequest",
+        "UpdateScheduleRequest",
+    ] {
+        if let Some(kind) =
+            doc.pointer_mut(&format!("/components/schemas/{schema}/properties/kind"))
+        {
+            let mut allowed: Vec<serde_json::Value> = kinds.iter().map(|k| (*k).into()).collect();
+            // An optional field's `null` stays allowed.
+            if kind["type"]
+                .as_array()
+                .is_some_and(|types| types.iter().any(|t| t == "null"))
+            {
+                allowed.push(serde_json::Value::Null);
+            }
+            kind["enum"] = allowed.into();
+        }
     }
 }
 

@@ -25,7 +25,7 @@ pub struct CreateWebhookRequest {
     /// Where deliveries are POSTed: an `http(s)` URL whose host does not resolve to a
     /// loopback, private or link-local address (unless
     /// `webhooks.allow_private_targets`).
-    #[schema(max_length = 2048)]
+    #[schema(max_length = 2048, pattern = "^[hH][tT][tT][pP][sS]?://")]
     pub url: String,
     /// Kind glob (`order.*`); absent: every kind.
     #[serde(default)]
@@ -195,7 +195,7 @@ pub async fn list_webhooks(
     get,
     path = "/v1/webhooks/{id}",
     tag = "webhooks",
-    params(("id" = String, Path, description = "Subscription id (UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Subscription id (UUID)")),
     responses(
         (status = 200, description = "The subscription", body = WebhookView),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
@@ -224,7 +224,7 @@ pub async fn get_webhook(
     delete,
     path = "/v1/webhooks/{id}",
     tag = "webhooks",
-    params(("id" = String, Path, description = "Subscription id (UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Subscription id (UUID)")),
     responses(
         (status = 200, description = "Deleted", body = WebhookView),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),

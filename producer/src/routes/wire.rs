@@ -49,7 +49,11 @@ pub struct CreateJobRequest {
     /// loopback, private or link-local address (unless
     /// `webhooks.allow_private_targets`).
     #[serde(default)]
-    #[schema(max_length = 2048)]
+    #[schema(
+        min_length = 1,
+        max_length = 2048,
+        pattern = "^[hH][tT][tT][pP][sS]?://"
+    )]
     pub callback_url: Option<String>,
 }
 
@@ -88,6 +92,7 @@ pub struct BatchAccepted {
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only jobs in this state.
+    #[param(pattern = "^(scheduled|enqueued|running|retrying|completed|dead|cancelled)$")]
     pub state: Option<String>,
     /// Only jobs of this kind.
     pub kind: Option<String>,
