@@ -260,6 +260,30 @@ fn exclusive_schedules(doc: &mut serde_json::Value) {
     }
 }
 
+/// A bulk dead-letter request names its letters exactly one way — non-empty `ids`, a
+/// `filter` with a field set, or `all: true` — said as a `oneOf`; and its `ids` are as
+/// many as fit in this intake's body limit (a larger body is 413 before it is read).
+fn bulk_selection(doc: &mut serde_json::Value, max_body_bytes: usize) {
+    let Some(schema) = doc.pointer_mut("/components/schemas/BulkRequest") else {
+        return;
+    };
+    let set = |field: &str| serde_json::json!({"required": [field], "properties": {field: {"type": "string"}}});
+    schema["oneOf"] = serde_json::json!([
+        {"required": ["ids"], "properties": {"ids": {"minItems": 1}}},
+        {"required": ["filter"], "properties": {"filter": {
+            "type": "object",
+            "anyOf": [set("queue"), set("kind"), set("error"), set("since"), set("until")]
+        }}},
+        {"required": ["all"], "properties": {"all": {"const": true}}}
+    ]);
+    // A quoted UUID and its separator take at most 48 bytes; 4 KiB for the rest.
+    let fit = max_body_bytes.saturating_sub(4096) / 48;
+    let most = fit.min(operator::dead::BULK_MAX as usize);
+    if let Some(ids) = schema.pointer_mut("/properties/ids") {
+        ids["maxItems"] = most.into();
+    }
+}
+
 /// `GET /openapi.json`: this API's OpenAPI 3.1 document, generated from the code. On
 /// an intake without keys, every protected operation also lists the empty security
 /// requirement: there, authentication is optional.
@@ -273,6 +297,7 @@ async fn openapi_json(
     }
     accepted_kinds(&mut doc, &state.catalog);
     exclusive_schedules(&mut doc);
+    bulk_selection(&mut doc, state.settings.max_body_bytes);
     Json(doc)
 }
 

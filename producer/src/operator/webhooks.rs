@@ -18,6 +18,22 @@ use crate::auth::{Auth, RequestId};
 use crate::extract::ApiJson;
 use crate::problem::{ApiError, Problem};
 
+/// A state a webhook can follow, as the document shows it.
+struct WebhookState;
+
+impl utoipa::PartialSchema for WebhookState {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some(
+                "^(scheduled|enqueued|retrying|completed|dead|cancelled)$",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for WebhookState {}
+
 /// `POST /v1/webhooks` body.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -25,7 +41,7 @@ pub struct CreateWebhookRequest {
     /// Where deliveries are POSTed: an `http(s)` URL whose host does not resolve to a
     /// loopback, private or link-local address (unless
     /// `webhooks.allow_private_targets`).
-    #[schema(max_length = 2048, pattern = "^[hH][tT][tT][pP][sS]?://")]
+    #[schema(max_length = 2048, pattern = "^[hH][tT][tT][pP][sS]?://[^/?#\\s]+")]
     pub url: String,
     /// Kind glob (`order.*`); absent: every kind.
     #[serde(default)]
@@ -33,6 +49,7 @@ pub struct CreateWebhookRequest {
     /// The states delivered, from `scheduled`, `enqueued`, `retrying`, `completed`,
     /// `dead`, `cancelled`; absent or empty: `completed`, `dead`, `cancelled`.
     #[serde(default)]
+    #[schema(inline, value_type = Vec<WebhookState>)]
     pub states: Vec<String>,
     /// A note for people, up to 200 characters.
     #[serde(default)]

@@ -52,7 +52,7 @@ pub struct CreateJobRequest {
     #[schema(
         min_length = 1,
         max_length = 2048,
-        pattern = "^[hH][tT][tT][pP][sS]?://"
+        pattern = "^[hH][tT][tT][pP][sS]?://[^/?#\\s]+"
     )]
     pub callback_url: Option<String>,
 }
