@@ -152,9 +152,11 @@ pub async fn start(
     roles: Roles,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Running> {
+    let mut settings = settings;
     let store = Store::connect(&settings.database).context("database.url")?;
     let test_kinds = settings.worker.test_kinds;
     let catalog = worker::startup::catalog(test_kinds)?;
+    let mailbox = dev_mailbox(&mut settings, roles).await?;
     let registry = if roles.worker {
         let mailer = worker::SmtpMailer::new(&settings.smtp).context("smtp settings")?;
         let webhooks =
@@ -174,7 +176,69 @@ pub async fn start(
     } else {
         None
     };
-    start_with(settings, roles, store, catalog, registry, shutdown).await
+    let mut running = start_with(
+        settings,
+        roles,
+        store.clone(),
+        catalog,
+        registry,
+        shutdown.clone(),
+    )
+    .await?;
+    if let Some(mailbox) = mailbox {
+        running.tasks.spawn(async move {
+            mailbox.serve(store, shutdown).await;
+            Ok(())
+        });
+    }
+    Ok(running)
+}
+
+/// Where email goes when no SMTP server is configured (`smtp.host` empty). `conveyor
+/// run` (intake and worker in one process: the first run, a developer's machine)
+/// delivers to the development mailbox, a loopback SMTP listener keeping messages in
+/// Postgres, and says so; a worker on its own (production) that sends email refuses to
+/// start instead of retrying every email against nothing.
+///
+/// # Errors
+/// A worker that sends email with no SMTP server configured; no loopback port.
+async fn dev_mailbox(
+    settings: &mut Settings,
+    roles: Roles,
+) -> anyhow::Result<Option<worker::mailbox::DevMailbox>> {
+    if !roles.worker || settings.smtp.is_configured() || !sends_email(&settings.worker) {
+        return Ok(None);
+    }
+    if !roles.producer {
+        anyhow::bail!(
+            "no SMTP server is configured (smtp.host, or CONVEYOR_SMTP__HOST) and this worker \
+             runs email.send (queue `{}`): set smtp.host to your mail server, or leave \
+             the queue out of worker.queues. (`conveyor run` delivers to a development \
+             mailbox instead; a production worker does not.)",
+            email_queue()
+        );
+    }
+    let mailbox = worker::mailbox::DevMailbox::bind()
+        .await
+        .context("cannot open the development mailbox on 127.0.0.1")?;
+    settings.smtp = settings.smtp.loopback(mailbox.addr().port());
+    tracing::info!(
+        smtp = %mailbox.addr(),
+        "no SMTP server configured (smtp.host): email goes to the development mailbox; \
+         read it with `conveyor mail list` and `conveyor mail show ID`"
+    );
+    Ok(Some(mailbox))
+}
+
+/// The queue `email.send` jobs go to by default.
+fn email_queue() -> &'static str {
+    <jobs::kinds::email::SendEmail as jobs::JobArgs>::options().queue
+}
+
+/// True when a worker with these settings consumes `email.send`'s queue (no queues
+/// listed means every kind's default queue).
+fn sends_email(worker: &worker::WorkerSettings) -> bool {
+    worker.queues.is_empty() || worker.queues.contains_key(email_queue())
 }
 
 /// Starts `roles` on `store`: the intake validates against `catalog`, the worker runs

@@ -95,11 +95,13 @@ impl GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run every role in one process: intake, workers and dispatcher (the quick start).
-    /// Migrates the database first unless --no-migrate.
+    /// Migrates the database first unless --no-migrate. With no SMTP server configured
+    /// (smtp.host), email goes to a development mailbox: `conveyor mail list`.
     Run(RunArgs),
     /// Run the HTTP intake only (jobs, live event streams, `wait`, status links).
     Producer(ProducerArgs),
-    /// Run a worker (and, unless --no-dispatcher, a dispatcher).
+    /// Run a worker (and, unless --no-dispatcher, a dispatcher). A worker that runs
+    /// email.send needs an SMTP server (smtp.host) and refuses to start without one.
     Worker(WorkerArgs),
     /// Create the database if missing and apply migrations.
     Migrate,
@@ -122,6 +124,10 @@ pub enum Command {
     /// `webhook.deliver` job (retried, dead-lettered, replayable like any job).
     #[command(subcommand)]
     Webhooks(WebhooksCommand),
+    /// Read the development mailbox: the email `conveyor run` delivered to itself
+    /// because no SMTP server is configured (smtp.host).
+    #[command(subcommand)]
+    Mail(MailCommand),
     /// Per queue: ready, running, scheduled, retrying, dead, oldest ready age, completed
     /// and failed in the last minute, consumers.
     Stats {
@@ -270,6 +276,28 @@ pub enum WebhooksCommand {
         /// Who is removing it (recorded in the audit log; default: $USER).
         #[arg(long, value_name = "NAME")]
         by: Option<String>,
+    },
+}
+
+/// `conveyor mail`.
+#[derive(Debug, Subcommand)]
+pub enum MailCommand {
+    /// The messages, newest first: id, when, recipients, subject.
+    List {
+        /// At most this many.
+        #[arg(long, value_name = "N", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        limit: u32,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One message: its envelope and its whole text (headers and body).
+    Show {
+        /// The message's id (from `mail list`).
+        id: i64,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -566,6 +594,7 @@ impl Cli {
             | Command::Keys(_)
             | Command::Audit(_)
             | Command::Webhooks(_)
+            | Command::Mail(_)
             | Command::Stats { .. }
             | Command::Demo(_)
             | Command::Bench(_) => (None, None),

@@ -15,6 +15,7 @@
 //! - [`keys`] — `conveyor keys create|list|revoke`.
 //! - [`audit`] — `conveyor audit list`.
 //! - [`webhooks`] — `conveyor webhooks add|list|show|remove`.
+//! - [`mail`] — `conveyor mail list|show`: the development mailbox.
 //! - [`telemetry`] — logging.
 
 pub mod app;
@@ -22,6 +23,7 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod keys;
+pub mod mail;
 pub mod ops;
 pub mod schedules;
 pub mod sibling;

@@ -84,6 +84,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let store = store::Store::connect(&settings.database)?;
             return conveyor::audit::audit(&store, command).await;
         }
+        Command::Mail(command) => {
+            let store = store::Store::connect(&settings.database)?;
+            return conveyor::mail::mail(&store, command).await;
+        }
         Command::Bench(_) => return Ok(()),
         Command::Stats { json, watch } => {
             let store = store::Store::connect(&settings.database)?;

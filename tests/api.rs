@@ -350,6 +350,55 @@ async fn listing_pages_through_2500_jobs_without_gaps_or_repeats() {
 }
 
 #[tokio::test]
+async fn the_openapi_document_states_the_bounds_the_intake_enforces() {
+    let app = spawn_app_with(|_| {}, Roles::INTAKE).await;
+
+    let spec: Value = app
+        .client
+        .get(format!("{}/openapi.json", app.address))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+
+    let job = &spec["components"]["schemas"]["CreateJobRequest"]["properties"];
+    let kinds: Vec<&str> = job["kind"]["enum"]
+        .as_array()
+        .expect("the kinds are listed")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(kinds.contains(&"order.process"), "{kinds:?}");
+    assert!(kinds.contains(&"noop"), "{kinds:?}");
+    assert!(!kinds.contains(&"webhook.deliver"), "{kinds:?}");
+    assert_eq!(job["max_attempts"]["maximum"], 100);
+    assert_eq!(job["timeout_ms"]["maximum"], 86_400_000);
+    assert_eq!(job["idempotency_key"]["maxLength"], 255);
+    assert_eq!(job["queue"]["pattern"], "^[a-z0-9_-]{1,64}$");
+    let batch = &spec["components"]["schemas"]["BatchRequest"]["properties"]["jobs"];
+    assert_eq!(
+        (batch["minItems"].clone(), batch["maxItems"].clone()),
+        (json!(1), json!(1000))
+    );
+    let list = spec["paths"]["/v1/jobs"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    let limit = list.iter().find(|p| p["name"] == "limit").unwrap();
+    assert_eq!(
+        (
+            limit["schema"]["minimum"].clone(),
+            limit["schema"]["maximum"].clone()
+        ),
+        (json!(1), json!(1000))
+    );
+    let id = &spec["paths"]["/v1/jobs/{id}"]["get"]["parameters"][0]["schema"];
+    assert_eq!(id["format"], "uuid", "{id}");
+    app.teardown().await;
+}
+
+#[tokio::test]
 async fn the_openapi_document_covers_every_route_and_error_shape() {
     let app = spawn_app_with(|_| {}, Roles::INTAKE).await;
 
@@ -522,19 +571,15 @@ async fn logs_never_contain_api_keys_or_passwords() {
         .local_addr()
         .unwrap()
         .port();
-    let mut child = app
-        .command(&["run", "--listen", &format!("127.0.0.1:{port}")])
-        .env("CONVEYOR_DATABASE__URL", &db_url)
-        .env("CONVEYOR_PRODUCER__API_KEYS", format!("[\"{hash}\"]"))
-        .env("RUST_LOG", "debug")
-        .stderr(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Drain the child's output as it comes: debug logs fill a pipe nobody reads, and a
-    // child blocked writing to it stops answering.
-    let stderr = drain(child.stderr.take().expect("stderr is piped"));
-    let stdout = drain(child.stdout.take().expect("stdout is piped"));
+    // The output is read as it comes: a debug-level child blocks on a full pipe.
+    let (mut child, output) = app.spawn_child_with_output(
+        &["run", "--listen", &format!("127.0.0.1:{port}")],
+        &[
+            ("CONVEYOR_DATABASE__URL", db_url),
+            ("CONVEYOR_PRODUCER__API_KEYS", format!("[\"{hash}\"]")),
+            ("RUST_LOG", "debug".to_owned()),
+        ],
+    );
     let base = format!("http://127.0.0.1:{port}");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while app
@@ -584,15 +629,9 @@ async fn logs_never_contain_api_keys_or_passwords() {
         .await
         .unwrap()
         .unwrap();
-    let stderr = stderr.await.expect("the stderr reader");
-    let stdout = stdout.await.expect("the stdout reader");
+    let logs = output.finished().await.join("\n");
 
     assert!(status.success(), "SIGTERM exits 0");
-    let logs = format!(
-        "{}{}",
-        String::from_utf8_lossy(&stderr),
-        String::from_utf8_lossy(&stdout)
-    );
     assert!(logs.len() > 1000, "debug logs were captured");
     assert!(!logs.contains(&key), "an API key leaked into the logs");
     assert!(
@@ -604,15 +643,4 @@ async fn logs_never_contain_api_keys_or_passwords() {
         "the broker password leaked into the logs"
     );
     app.teardown().await;
-}
-
-/// Reads a child's pipe to its end in the background.
-fn drain(
-    mut pipe: impl tokio::io::AsyncRead + Unpin + Send + 'static,
-) -> tokio::task::JoinHandle<Vec<u8>> {
-    tokio::spawn(async move {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes).await;
-        bytes
-    })
 }

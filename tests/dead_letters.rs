@@ -381,3 +381,28 @@ async fn a_message_that_kills_its_worker_every_time_ends_dead_instead_of_looping
     assert_eq!(listed[0]["job_id"], id.as_str());
     app.teardown().await;
 }
+
+#[tokio::test]
+async fn a_since_ending_in_a_multi_byte_or_control_character_is_a_422_naming_the_field() {
+    let app = spawn_app().await;
+    // `%C2%80` is U+0080, a control character of two bytes: the age parser used to split
+    // it in the middle and panic, and the connection closed without an answer.
+    for query in [
+        "since=1%C2%80",
+        "since=%01%C2%80",
+        "until=%C3%A9",
+        "since=99999999999999d",
+    ] {
+        let response = app
+            .client
+            .get(format!("{}/v1/dead?{query}", app.address))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{query} is answered: {e}"));
+        assert_eq!(response.status(), 422, "{query}");
+        let field = query.split('=').next().unwrap();
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(problem["errors"][0]["field"], field, "{problem}");
+    }
+    app.teardown().await;
+}

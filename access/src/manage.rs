@@ -70,7 +70,11 @@ pub fn parse_expiry(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Str
     let at = if let Ok(at) = DateTime::parse_from_rfc3339(text) {
         at.with_timezone(&Utc)
     } else {
-        let (number, unit) = text.split_at(text.len().saturating_sub(1));
+        // The last character is the unit, and need not be one byte.
+        let (number, unit) = text
+            .char_indices()
+            .last()
+            .map_or((text, ""), |(i, _)| text.split_at(i));
         let seconds: i64 = match unit {
             "s" => 1,
             "m" => 60,
@@ -196,5 +200,7 @@ mod tests {
         );
         assert!(parse_expiry("soon", now).is_err());
         assert!(parse_expiry("0d", now).is_err());
+        assert!(parse_expiry("1\u{80}", now).is_err());
+        assert!(parse_expiry("", now).is_err());
     }
 }

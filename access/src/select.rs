@@ -61,6 +61,17 @@ impl DeadSelection {
         };
         let since = time("since", &self.since);
         let until = time("until", &self.until);
+        // Postgres text holds no NUL: a filter with one matches nothing it could store,
+        // and is refused here rather than failing in the database.
+        for (field, text) in [
+            ("queue", &self.queue),
+            ("kind", &self.kind),
+            ("error", &self.error),
+        ] {
+            if text.as_deref().is_some_and(|t| t.contains('\0')) {
+                errors.add(field, "must not contain NUL characters");
+            }
+        }
         if self.limit == Some(0) {
             errors.add("limit", "must be at least 1");
         }
@@ -104,7 +115,12 @@ pub fn parse_time(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Strin
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Ok(t.with_timezone(&Utc));
     }
-    let (number, unit) = text.split_at(text.len().saturating_sub(1));
+    // The unit is the last character, which need not be one byte; an age too large
+    // to subtract from now is as wrong as a malformed one (neither may panic).
+    let (number, unit) = text
+        .char_indices()
+        .last()
+        .map_or((text, ""), |(i, _)| text.split_at(i));
     let seconds = match unit {
         "s" => 1,
         "m" => 60,
@@ -112,14 +128,17 @@ pub fn parse_time(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Strin
         "d" => 86_400,
         _ => 0,
     };
-    match number.parse::<i64>() {
-        Ok(n) if seconds > 0 && n >= 0 => {
-            Ok(now - chrono::Duration::seconds(n.saturating_mul(seconds)))
-        }
-        _ => Err(format!(
-            "{text:?}: expected an RFC 3339 time (2026-11-21T10:00:00Z) or an age like 90s, 15m, 2h, 7d"
-        )),
-    }
+    number
+        .parse::<i64>()
+        .ok()
+        .filter(|n| seconds > 0 && *n >= 0)
+        .and_then(|n| chrono::TimeDelta::try_seconds(n.checked_mul(seconds)?))
+        .and_then(|age| now.checked_sub_signed(age))
+        .ok_or_else(|| {
+            format!(
+                "{text:?}: expected an RFC 3339 time (2026-11-21T10:00:00Z) or an age like 90s, 15m, 2h, 7d"
+            )
+        })
 }
 
 #[cfg(test)]
@@ -134,6 +153,25 @@ mod tests {
             now - chrono::Duration::hours(1)
         );
         assert!(parse_time("2026-11-21T10:00:00Z", now).is_ok());
+        // A multi-byte last character or an age beyond the calendar is an error, not a panic.
+        for bad in [
+            "1\u{80}",
+            "é",
+            "\u{1}\u{7f}\u{80}",
+            "",
+            "9223372036854775807d",
+            "99999999999999d",
+        ] {
+            assert!(parse_time(bad, now).is_err(), "{bad:?}");
+        }
+        let nul = DeadSelection {
+            error: Some("a\0b".into()),
+            ..DeadSelection::default()
+        };
+        assert!(matches!(
+            nul.to_filter(&Principal::cli("t"), "read", now),
+            Err(SelectionError::Invalid(_))
+        ));
         let selection = DeadSelection {
             since: Some("yesterday".into()),
             ..DeadSelection::default()

@@ -260,6 +260,45 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc
 }
 
+/// A job request gives `run_at` or `delay_ms`, not both (the intake refuses the pair):
+/// said as a `not` of both present and non-null, which utoipa's schema model cannot
+/// hold, so it is added to the JSON document.
+fn exclusive_schedules(doc: &mut serde_json::Value) {
+    if let Some(schema) = doc.pointer_mut("/components/schemas/CreateJobRequest") {
+        schema["not"] = serde_json::json!({
+            "required": ["run_at", "delay_ms"],
+            "properties": {
+                "run_at": {"type": "string"},
+                "delay_ms": {"type": "integer"}
+            }
+        });
+    }
+}
+
+/// A bulk dead-letter request names its letters exactly one way — non-empty `ids`, a
+/// `filter` with a field set, or `all: true` — said as a `oneOf`; and its `ids` are as
+/// many as fit in this intake's body limit (a larger body is 413 before it is read).
+fn bulk_selection(doc: &mut serde_json::Value, max_body_bytes: usize) {
+    let Some(schema) = doc.pointer_mut("/components/schemas/BulkRequest") else {
+        return;
+    };
+    let set = |field: &str| serde_json::json!({"required": [field], "properties": {field: {"type": "string"}}});
+    schema["oneOf"] = serde_json::json!([
+        {"required": ["ids"], "properties": {"ids": {"minItems": 1}}},
+        {"required": ["filter"], "properties": {"filter": {
+            "type": "object",
+            "anyOf": [set("queue"), set("kind"), set("error"), set("since"), set("until")]
+        }}},
+        {"required": ["all"], "properties": {"all": {"const": true}}}
+    ]);
+    // A quoted UUID and its separator take at most 48 bytes; 4 KiB for the rest.
+    let fit = max_body_bytes.saturating_sub(4096) / 48;
+    let most = fit.min(operator::dead::BULK_MAX as usize);
+    if let Some(ids) = schema.pointer_mut("/properties/ids") {
+        ids["maxItems"] = most.into();
+    }
+}
+
 /// `GET /openapi.json`: this API's OpenAPI 3.1 document, generated from the code. On
 /// an intake without keys, every protected operation also lists the empty security
 /// requirement: there, authentication is optional.
@@ -271,7 +310,39 @@ async fn openapi_json(
     if !state.keys.protected() {
         optional_security(&mut doc);
     }
+    accepted_kinds(&mut doc, &state.catalog);
+    exclusive_schedules(&mut doc);
+    bulk_selection(&mut doc, state.settings.max_body_bytes);
     Json(doc)
+}
+
+/// Lists the kinds this intake accepts as the `enum` of a job's and a schedule's `kind`
+/// (`webhook.deliver` is made by Conveyor only).
+fn accepted_kinds(doc: &mut serde_json::Value, catalog: &Catalog) {
+    let kinds: Vec<&str> = catalog
+        .kinds()
+        .into_iter()
+        .filter(|kind| *kind != jobs::kinds::webhook::KIND)
+        .collect();
+    for schema in [
+        "CreateJobRequest",
+        "CreateScheduleRequest",
+        "UpdateScheduleRequest",
+    ] {
+        if let Some(kind) =
+            doc.pointer_mut(&format!("/components/schemas/{schema}/properties/kind"))
+        {
+            let mut allowed: Vec<serde_json::Value> = kinds.iter().map(|k| (*k).into()).collect();
+            // An optional field's `null` stays allowed.
+            if kind["type"]
+                .as_array()
+                .is_some_and(|types| types.iter().any(|t| t == "null"))
+            {
+                allowed.push(serde_json::Value::Null);
+            }
+            kind["enum"] = allowed.into();
+        }
+    }
 }
 
 /// Adds the empty requirement (no authentication) beside each operation's `bearer`.

@@ -30,7 +30,7 @@ use access::Scope;
 #[serde(deny_unknown_fields)]
 pub struct CreateScheduleRequest {
     /// Unique name: 1 to 64 characters of a-z, 0-9, `.`, `_` and `-`.
-    #[schema(example = "nightly-report")]
+    #[schema(example = "nightly-report", pattern = "^[a-z0-9._-]{1,64}$")]
     pub name: String,
     /// Cron expression: 5 fields (minute hour day month weekday), 6 with seconds
     /// first, or an alias (`@hourly`, `@daily`, `@weekly`, `@monthly`, `@yearly`).
@@ -44,6 +44,7 @@ pub struct CreateScheduleRequest {
     pub args: Option<Value>,
     /// Queue override (default: the kind's queue).
     #[serde(default)]
+    #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
     pub queue: Option<String>,
     /// IANA time zone the expression is read in (default `UTC`).
     #[serde(default)]
@@ -51,17 +52,19 @@ pub struct CreateScheduleRequest {
     pub timezone: Option<String>,
     /// Slots missed while no dispatcher ran: `none`, `latest` (default) or `all`.
     #[serde(default)]
-    #[schema(value_type = Option<String>, example = "latest")]
+    #[schema(value_type = Option<String>, example = "latest", pattern = "^(none|latest|all)$")]
     pub catch_up: Option<CatchUp>,
     /// The most missed slots `catch_up = "all"` fires (default 100).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 10_000)]
     pub catch_up_limit: Option<u32>,
     /// `allow` (default), or `skip` a slot while the previous job is unfinished.
     #[serde(default)]
-    #[schema(value_type = Option<String>, example = "skip")]
+    #[schema(value_type = Option<String>, example = "skip", pattern = "^(allow|skip)$")]
     pub overlap: Option<Overlap>,
     /// Attempts per job (default: the kind's).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 100)]
     pub max_attempts: Option<u32>,
 }
 
@@ -77,18 +80,21 @@ pub struct UpdateScheduleRequest {
     #[schema(value_type = Option<Object>)]
     pub args: Option<Value>,
     /// New queue.
+    #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
     pub queue: Option<String>,
     /// New time zone.
     pub timezone: Option<String>,
     /// New catch-up policy.
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, pattern = "^(none|latest|all)$")]
     pub catch_up: Option<CatchUp>,
     /// New catch-up bound.
+    #[schema(minimum = 1, maximum = 10_000)]
     pub catch_up_limit: Option<u32>,
     /// New overlap policy.
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, pattern = "^(allow|skip)$")]
     pub overlap: Option<Overlap>,
     /// New attempts per job.
+    #[schema(minimum = 1, maximum = 100)]
     pub max_attempts: Option<u32>,
 }
 
@@ -360,10 +366,12 @@ pub async fn get_schedule(
     request_body(content = UpdateScheduleRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "Updated", body = ScheduleView),
+        (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The key lacks queues:manage", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such schedule", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Declared in conveyor.toml", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields, each named", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["queues:manage"]))

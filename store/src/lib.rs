@@ -27,6 +27,8 @@
 //!   product catalog and its CSV format.
 //! - [`schedules`] — schedule rows and taking a slot (the cursor's compare-and-set).
 //! - [`emails`] — `email.send`'s record of sent messages ([`jobs::kinds::email::SentLog`]).
+//! - [`mailbox`] — the development mailbox `conveyor run` delivers to without an SMTP
+//!   server.
 //! - [`webhooks`] — webhook subscriptions (audited), their secrets
 //!   ([`jobs::kinds::webhook::SubscriptionSecrets`]), and the deliveries each transition
 //!   owes, inserted inside the transition's own statement.
@@ -51,6 +53,7 @@ pub mod error;
 pub mod intake;
 pub mod keys;
 pub mod listen;
+pub mod mailbox;
 pub mod orders;
 pub mod query;
 pub mod schedules;
@@ -76,6 +79,7 @@ pub use error::Error;
 pub use intake::Insert;
 pub use keys::{ApiKeyRecord, NewApiKey, RevokeOutcome, StoredKey};
 pub use listen::{DUE_CHANNEL, DueListener, Wake};
+pub use mailbox::{DevMail, NewDevMail};
 pub use orders::{CatalogError, parse_catalog};
 pub use query::JobQuery;
 pub use schedules::{ConfigSync, Firing, ScheduleChange, ScheduleRecord, ScheduleSource};

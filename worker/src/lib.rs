@@ -14,6 +14,8 @@
 //! - [`archive`] — the dead-letter queue → `dead_letters`.
 //! - [`retry`] — waiting out an unavailable database without losing the delivery.
 //! - [`mailer`] — [`SmtpMailer`], `email.send`'s SMTP adapter, and [`SmtpSettings`].
+//! - [`mailbox`] — the development mailbox's loopback SMTP listener (`conveyor run`
+//!   without an SMTP server).
 //! - [`webhook`] — [`HttpWebhookSender`], `webhook.deliver`'s HTTP adapter (signing,
 //!   target checks at delivery), and [`WebhookSettings`].
 //! - [`startup`] — the catalog and registry of shipped kinds.
@@ -24,6 +26,7 @@ pub mod consumer;
 pub mod decide;
 pub mod dispatcher;
 pub mod executor;
+pub mod mailbox;
 pub mod mailer;
 pub mod retry;
 pub mod schedules;

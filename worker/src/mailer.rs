@@ -33,7 +33,9 @@ pub enum SmtpTls {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SmtpSettings {
-    /// Server host name (also the name its TLS certificate must carry).
+    /// Server host name (also the name its TLS certificate must carry). Empty (the
+    /// default) means no SMTP server is configured: `conveyor run` then delivers to its
+    /// development mailbox, and a worker that sends email refuses to start.
     pub host: String,
     /// Server port.
     pub port: u16,
@@ -61,7 +63,7 @@ fn expose<S: serde::Serializer>(secret: &Option<SecretString>, s: S) -> Result<S
 impl Default for SmtpSettings {
     fn default() -> Self {
         Self {
-            host: "127.0.0.1".to_owned(),
+            host: String::new(),
             port: 1025,
             tls: SmtpTls::None,
             username: None,
@@ -98,6 +100,25 @@ impl SmtpSettingsError {
 }
 
 impl SmtpSettings {
+    /// True when an SMTP server is configured (`smtp.host` is set).
+    pub fn is_configured(&self) -> bool {
+        !self.host.trim().is_empty()
+    }
+
+    /// These settings pointed at a plain SMTP server on loopback `port` (the
+    /// development mailbox): no TLS, no login; the sender and timeout kept.
+    #[must_use]
+    pub fn loopback(&self, port: u16) -> Self {
+        Self {
+            host: "127.0.0.1".to_owned(),
+            port,
+            tls: SmtpTls::None,
+            username: None,
+            password: None,
+            ..self.clone()
+        }
+    }
+
     /// The bound on each network step.
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms.max(1))

@@ -22,14 +22,23 @@ use crate::problem::{ApiError, Problem};
 pub struct AuditListQuery {
     /// Only this action: `job.cancel`, `job.retry`, `dead.replay`, `dead.purge`,
     /// `key.create`, `key.revoke`, `queue.pause`, `queue.resume`.
+    #[param(
+        pattern = "^(job\\.cancel|job\\.retry|dead\\.replay|dead\\.purge|key\\.create|key\\.revoke|queue\\.pause|queue\\.resume|webhook\\.create|webhook\\.delete)$"
+    )]
     pub action: Option<String>,
     /// Only this actor (a key's name, a CLI user).
+    #[param(pattern = "^[^\\x00]*$")]
     pub actor: Option<String>,
     /// Only rows at or after: RFC 3339, or an age like `15m`, `2h`, `7d`.
+    #[param(
+        pattern = "^([0-9]{1,6}[smhd]|[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9]))$"
+    )]
     pub since: Option<String>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
+    #[param(pattern = "^[0-9]{1,18}$")]
     pub cursor: Option<String>,
 }
 
@@ -133,6 +142,10 @@ pub async fn list_audit(
             None
         }
     };
+    // Postgres text holds no NUL: refused here rather than failing in the database.
+    if query.actor.as_deref().is_some_and(|a| a.contains('\0')) {
+        errors.add("actor", "must not contain NUL characters");
+    }
     let before = match query.cursor.as_deref().map(str::parse::<i64>) {
         None => None,
         Some(Ok(id)) => Some(id),

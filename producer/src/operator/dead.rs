@@ -29,16 +29,36 @@ pub const BULK_MAX: u32 = 10_000;
 #[into_params(parameter_in = Query)]
 pub struct DeadFilterBody {
     /// Only this queue.
+    #[schema(pattern = "^[^\\x00]*$")]
+    #[param(pattern = "^[^\\x00]*$")]
     pub queue: Option<String>,
     /// Only this kind.
+    #[schema(pattern = "^[^\\x00]*$")]
+    #[param(pattern = "^[^\\x00]*$")]
     pub kind: Option<String>,
     /// Only errors containing this text (case-insensitive).
+    #[schema(pattern = "^[^\\x00]*$")]
+    #[param(pattern = "^[^\\x00]*$")]
     pub error: Option<String>,
     /// Died at or after: RFC 3339, or an age like `90s`, `15m`, `2h`, `7d`.
+    #[schema(
+        pattern = "^([0-9]{1,6}[smhd]|[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9]))$"
+    )]
+    #[param(
+        pattern = "^([0-9]{1,6}[smhd]|[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9]))$"
+    )]
     pub since: Option<String>,
     /// Died before: RFC 3339, or an age.
+    #[schema(
+        pattern = "^([0-9]{1,6}[smhd]|[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9]))$"
+    )]
+    #[param(
+        pattern = "^([0-9]{1,6}[smhd]|[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9]))$"
+    )]
     pub until: Option<String>,
     /// At most this many, newest first.
+    #[schema(minimum = 1, maximum = 10_000)]
+    #[param(minimum = 1, maximum = 4_294_967_295_u64)]
     pub limit: Option<u32>,
 }
 
@@ -61,18 +81,31 @@ impl From<DeadFilterBody> for DeadSelection {
 #[into_params(parameter_in = Query)]
 pub struct DeadListQuery {
     /// Only this queue.
+    #[param(pattern = "^[^\\x00]*$")]
     pub queue: Option<String>,
     /// Only this kind.
+    #[param(pattern = "^[^\\x00]*$")]
     pub kind: Option<String>,
     /// Only errors containing this text (case-insensitive).
+    #[param(pattern = "^[^\\x00]*$")]
     pub error: Option<String>,
     /// Died at or after: RFC 3339, or an age like `90s`, `15m`, `2h`, `7d`.
+    #[param(
+        pattern = "^([0-9]{1,6}[smhd]|[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9]))$"
+    )]
     pub since: Option<String>,
     /// Died before: RFC 3339, or an age.
+    #[param(
+        pattern = "^([0-9]{1,6}[smhd]|[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9]))$"
+    )]
     pub until: Option<String>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
+    #[param(
+        pattern = "^[0-9]{1,18}_[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    )]
     pub cursor: Option<String>,
 }
 
@@ -192,6 +225,7 @@ pub struct DeadLetterDetailView {
 pub struct BulkRequest {
     /// Dead-letter or job ids.
     #[serde(default)]
+    #[schema(value_type = Vec<uuid::Uuid>, max_items = 10_000)]
     pub ids: Vec<String>,
     /// The CLI's filters.
     #[serde(default)]
@@ -382,7 +416,7 @@ pub async fn dead_groups(
     get,
     path = "/v1/dead/{id}",
     tag = "operations",
-    params(("id" = String, Path, description = "Dead-letter or job id (UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Dead-letter or job id (UUID)")),
     responses(
         (status = 200, description = "The dead letter", body = DeadLetterDetailView),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
@@ -569,6 +603,7 @@ async fn corrected_args(state: &AppState, ids: &[Uuid], args: &Value) -> Result<
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The key lacks dead:replay, or a dead letter's kind or queue is outside its reach", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "The dead letter for corrected args does not exist", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than the intake's body limit", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "No or several selections, bad ids or filters, invalid corrected args", body = Problem, content_type = "application/problem+json"),
     ),
@@ -654,6 +689,7 @@ pub async fn replay(
         (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The key lacks dead:purge, or a dead letter's kind or queue is outside its reach", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than the intake's body limit", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "No or several selections, bad ids or filters, args given", body = Problem, content_type = "application/problem+json"),
     ),

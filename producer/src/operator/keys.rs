@@ -16,22 +16,50 @@ use crate::auth::{Auth, RequestId};
 use crate::extract::ApiJson;
 use crate::problem::{ApiError, Problem};
 
+/// A kind or queue glob in a key request (`order.*`), as the document shows it
+/// ([`access::Glob::parse`] is what the server enforces).
+struct Glob;
+
+impl utoipa::PartialSchema for Glob {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .min_length(Some(1))
+            .max_length(Some(128))
+            .pattern(Some("^[A-Za-z0-9._*-]+$"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Glob {}
+
 /// `POST /v1/keys` body.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyRequest {
     /// A name for people (`web-shop`), 1 to 100 characters.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\x00-\\x1f\\x7f-\\x9f\\s][^\\x00-\\x1f\\x7f-\\x9f]*$"
+    )]
     pub name: String,
     /// `producer`, `viewer`, `operator` or `admin`.
+    #[schema(pattern = "^(producer|viewer|operator|admin)$")]
     pub role: String,
     /// Kind globs the key is limited to (`order.*`); absent or empty: every kind.
     #[serde(default)]
+    #[schema(inline, value_type = Vec<Glob>)]
     pub kinds: Vec<String>,
     /// Queue globs the key is limited to; absent or empty: every queue.
     #[serde(default)]
+    #[schema(inline, value_type = Vec<Glob>)]
     pub queues: Vec<String>,
     /// When it stops working: an age (`90d`, `12h`) or an RFC 3339 time; absent: never.
     #[serde(default)]
+    #[schema(
+        pattern = "^([1-9][0-9]{0,3}[smhd]|(2[1-9][0-9]{2}|[3-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9]))$"
+    )]
     pub expires: Option<String>,
 }
 
@@ -43,6 +71,7 @@ pub struct KeyView {
     /// Its name.
     pub name: String,
     /// Its role.
+    #[schema(pattern = "^(producer|viewer|operator|admin)$")]
     pub role: String,
     /// Kind globs; empty: every kind.
     pub kinds: Vec<String>,
@@ -187,7 +216,7 @@ pub async fn list_keys(
     delete,
     path = "/v1/keys/{id}",
     tag = "keys",
-    params(("id" = String, Path, description = "Key id (UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Key id (UUID)")),
     responses(
         (status = 200, description = "Revoked", body = KeyView),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),

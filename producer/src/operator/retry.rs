@@ -18,7 +18,7 @@ use crate::routes::wire::JobView;
     post,
     path = "/v1/jobs/{id}/retry",
     tag = "operations",
-    params(("id" = String, Path, description = "Job id (UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Job id (UUID)")),
     responses(
         (status = 200, description = "Due now", body = JobView),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),

@@ -18,6 +18,22 @@ use crate::auth::{Auth, RequestId};
 use crate::extract::ApiJson;
 use crate::problem::{ApiError, Problem};
 
+/// A state a webhook can follow, as the document shows it.
+struct WebhookState;
+
+impl utoipa::PartialSchema for WebhookState {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some(
+                "^(scheduled|enqueued|retrying|completed|dead|cancelled)$",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for WebhookState {}
+
 /// `POST /v1/webhooks` body.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -25,7 +41,7 @@ pub struct CreateWebhookRequest {
     /// Where deliveries are POSTed: an `http(s)` URL whose host does not resolve to a
     /// loopback, private or link-local address (unless
     /// `webhooks.allow_private_targets`).
-    #[schema(max_length = 2048)]
+    #[schema(max_length = 2048, pattern = "^[hH][tT][tT][pP][sS]?://[^/?#\\s]+")]
     pub url: String,
     /// Kind glob (`order.*`); absent: every kind.
     #[serde(default)]
@@ -33,6 +49,7 @@ pub struct CreateWebhookRequest {
     /// The states delivered, from `scheduled`, `enqueued`, `retrying`, `completed`,
     /// `dead`, `cancelled`; absent or empty: `completed`, `dead`, `cancelled`.
     #[serde(default)]
+    #[schema(inline, value_type = Vec<WebhookState>)]
     pub states: Vec<String>,
     /// A note for people, up to 200 characters.
     #[serde(default)]
@@ -195,7 +212,7 @@ pub async fn list_webhooks(
     get,
     path = "/v1/webhooks/{id}",
     tag = "webhooks",
-    params(("id" = String, Path, description = "Subscription id (UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Subscription id (UUID)")),
     responses(
         (status = 200, description = "The subscription", body = WebhookView),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
@@ -224,7 +241,7 @@ pub async fn get_webhook(
     delete,
     path = "/v1/webhooks/{id}",
     tag = "webhooks",
-    params(("id" = String, Path, description = "Subscription id (UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Subscription id (UUID)")),
     responses(
         (status = 200, description = "Deleted", body = WebhookView),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),

@@ -199,7 +199,7 @@ pub(super) async fn publish_all(
     get,
     path = "/v1/jobs/{id}",
     tag = "jobs",
-    params(("id" = String, Path, description = "Job id (UUID)"), GetJobQuery),
+    params(("id" = uuid::Uuid, Path, description = "Job id (UUID)"), GetJobQuery),
     responses(
         (status = 200, description = "The job (`final`: whether it is completed, dead or cancelled)", body = JobView),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
@@ -266,7 +266,7 @@ async fn load(state: &AppState, id: JobId) -> Result<JobRecord, ApiError> {
     post,
     path = "/v1/jobs/{id}/cancel",
     tag = "jobs",
-    params(("id" = String, Path, description = "Job id (UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Job id (UUID)")),
     responses(
         (status = 200, description = "Cancelled: it will not run", body = JobView),
         (status = 202, description = "Running: this attempt finishes, no retry follows", body = JobView),

@@ -11,7 +11,9 @@ use serde_json::Value;
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateJobRequest {
-    /// The job's kind (`noop`, `order.process`, …).
+    /// The job's kind (`noop`, `order.process`, …). `/openapi.json` lists the kinds
+    /// this intake accepts.
+    #[schema(min_length = 1)]
     pub kind: String,
     /// Arguments for the kind (default `{}`), validated per kind.
     #[serde(default)]
@@ -19,29 +21,39 @@ pub struct CreateJobRequest {
     pub args: Option<Value>,
     /// Queue override (default: the kind's queue).
     #[serde(default)]
+    #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
     pub queue: Option<String>,
     /// Attempts override (default: the kind's), 1 to `producer.max_attempts_limit`.
     #[serde(default)]
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 100)]
     pub max_attempts: Option<u32>,
-    /// Dedupe key (or the `Idempotency-Key` header).
+    /// Dedupe key (or the `Idempotency-Key` header): 1 to 255 characters, no control
+    /// characters.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 255)]
     pub idempotency_key: Option<String>,
     /// Run no earlier than this instant (RFC 3339).
     #[serde(default)]
     pub run_at: Option<DateTime<Utc>>,
-    /// Run no earlier than this many milliseconds from now.
+    /// Run no earlier than this many milliseconds from now (at most a year; give
+    /// either this or `run_at`).
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 31_622_400_000_u64)]
     pub delay_ms: Option<u64>,
-    /// Per-job timeout override in milliseconds.
+    /// Per-job timeout override in milliseconds (at most a day).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 86_400_000)]
     pub timeout_ms: Option<u64>,
     /// An `http(s)` URL told of the job's final state (`completed`, `dead`,
     /// `cancelled`) by a signed `webhook.deliver` job. Its host must not resolve to a
     /// loopback, private or link-local address (unless
     /// `webhooks.allow_private_targets`).
     #[serde(default)]
-    #[schema(max_length = 2048)]
+    #[schema(
+        min_length = 1,
+        max_length = 2048,
+        pattern = "^[hH][tT][tT][pP][sS]?://[^/?#\\s]+"
+    )]
     pub callback_url: Option<String>,
 }
 
@@ -65,7 +77,9 @@ pub struct Accepted {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
-    /// The jobs, each shaped like a `POST /v1/jobs` body.
+    /// The jobs, each shaped like a `POST /v1/jobs` body: 1 to `producer.max_batch`
+    /// (1,000 by default).
+    #[schema(min_items = 1, max_items = 1000)]
     pub jobs: Vec<CreateJobRequest>,
 }
 
@@ -98,14 +112,17 @@ pub struct GetJobQuery {
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only jobs in this state.
+    #[param(pattern = "^(scheduled|enqueued|running|retrying|completed|dead|cancelled)$")]
     pub state: Option<String>,
     /// Only jobs of this kind.
     pub kind: Option<String>,
     /// Only jobs in this queue.
     pub queue: Option<String>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
+    #[param(format = Uuid)]
     pub cursor: Option<String>,
 }
 
