@@ -91,7 +91,7 @@ async fn run(command: &mut tokio::process::Command, what: &str) -> (bool, String
 #[ignore = "7 open findings (issue #21), all schema-valid requests refused: POST /v1/jobs, \
             /v1/jobs/batch and /v1/webhooks (a URL whose host resolves to a refused or \
             no address: a policy the document cannot state), POST /v1/schedules (args \
-            not described per kind) and PATCH /v1/schedules/{name} (the same), \
+            not described per kind), PATCH /v1/schedules/{name} (timezone not described), \
             POST /v1/dead/purge (args, which only a replay takes) and /v1/dead/replay \
             (corrected args need exactly one matching job); run with --ignored"]
 async fn schemathesis_finds_nothing_against_an_intake_with_keys() {

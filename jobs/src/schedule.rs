@@ -507,11 +507,6 @@ impl FiredBy {
     }
 }
 
-/// Every time zone a schedule accepts (IANA names), for the OpenAPI document.
-pub fn time_zones() -> impl Iterator<Item = &'static str> {
-    chrono_tz::TZ_VARIANTS.iter().map(|zone| zone.name())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

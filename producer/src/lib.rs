@@ -284,23 +284,6 @@ fn bulk_selection(doc: &mut serde_json::Value, max_body_bytes: usize) {
     }
 }
 
-/// A schedule's `timezone` is one of the IANA names the schedule parser knows.
-fn time_zones(doc: &mut serde_json::Value) {
-    let zones: Vec<serde_json::Value> = jobs::schedule::time_zones()
-        .map(serde_json::Value::from)
-        .collect();
-    for schema in ["CreateScheduleRequest", "UpdateScheduleRequest"] {
-        if let Some(zone) =
-            doc.pointer_mut(&format!("/components/schemas/{schema}/properties/timezone"))
-        {
-            let mut allowed = zones.clone();
-            // An optional field's `null` stays allowed.
-            allowed.push(serde_json::Value::Null);
-            zone["enum"] = allowed.into();
-        }
-    }
-}
-
 /// `GET /openapi.json`: this API's OpenAPI 3.1 document, generated from the code. On
 /// an intake without keys, every protected operation also lists the empty security
 /// requirement: there, authentication is optional.
@@ -315,7 +298,6 @@ async fn openapi_json(
     accepted_kinds(&mut doc, &state.catalog);
     exclusive_schedules(&mut doc);
     bulk_selection(&mut doc, state.settings.max_body_bytes);
-    time_zones(&mut doc);
     Json(doc)
 }
 
