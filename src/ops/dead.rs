@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use jobs::Catalog;
+use jobs::{Catalog, JobId};
 use serde::Serialize;
 use serde_json::Value;
 use store::{DeadFilter, DeadLetter, DeadLetterDetail, ErrorGroup, ReplayOutcome, Store};
@@ -210,6 +210,19 @@ pub struct Replayed {
     pub skipped: usize,
     /// Each target's outcome, in order.
     pub results: Vec<ReplayResult>,
+}
+
+impl Replayed {
+    /// The jobs the replay moved (to announce their events).
+    pub fn moved(&self) -> Vec<JobId> {
+        self.results
+            .iter()
+            .filter_map(|result| match result.outcome {
+                ReplayOutcome::Replayed { job_id } => Some(job_id),
+                ReplayOutcome::Skipped { .. } => None,
+            })
+            .collect()
+    }
 }
 
 impl View for Replayed {

@@ -88,15 +88,7 @@ pub async fn dead(
             .await;
             progress.finish_and_clear();
             let replayed = replayed?;
-            let moved: Vec<JobId> = replayed
-                .results
-                .iter()
-                .filter_map(|result| match result.outcome {
-                    ReplayOutcome::Replayed { job_id } => Some(job_id),
-                    ReplayOutcome::Skipped { .. } => None,
-                })
-                .collect();
-            announce(store, events, &moved).await;
+            announce(store, events, &replayed.moved()).await;
             print(&replayed, Format::json_if(json))
         }
         DeadCommand::Purge {
