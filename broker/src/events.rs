@@ -229,19 +229,7 @@ impl PublishTask {
     async fn connect(&self) -> Result<(Connection, Channel, usize), Error> {
         let (connection, node) = self.nodes.connect(&self.name).await?;
         let channel = bounded(self.limit, connection.create_channel()).await?;
-        bounded(
-            self.limit,
-            channel.exchange_declare(
-                self.exchange.as_str().into(),
-                ExchangeKind::Topic,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..ExchangeDeclareOptions::default()
-                },
-                FieldTable::default(),
-            ),
-        )
-        .await?;
+        declare_exchange(&channel, &self.exchange, self.limit).await?;
         Ok((connection, channel, node))
     }
 
@@ -526,14 +514,13 @@ async fn serve(hub: &Hub, connection: &Connection, limit: Duration) -> Result<()
     result
 }
 
-/// Declares the exchange and this process's bounded queue, binds it to every event,
-/// and starts consuming.
-async fn declare(hub: &Hub, channel: &Channel, limit: Duration) -> Result<lapin::Consumer, Error> {
-    let exchange = hub.topology.events_exchange();
+/// Declares the namespace's durable topic exchange for events (the publisher and the
+/// subscription both do: whichever comes first creates it).
+async fn declare_exchange(channel: &Channel, exchange: &str, limit: Duration) -> Result<(), Error> {
     bounded(
         limit,
         channel.exchange_declare(
-            exchange.as_str().into(),
+            exchange.into(),
             ExchangeKind::Topic,
             ExchangeDeclareOptions {
                 durable: true,
@@ -542,7 +529,14 @@ async fn declare(hub: &Hub, channel: &Channel, limit: Duration) -> Result<lapin:
             FieldTable::default(),
         ),
     )
-    .await?;
+    .await
+}
+
+/// Declares the exchange and this process's bounded queue, binds it to every event,
+/// and starts consuming.
+async fn declare(hub: &Hub, channel: &Channel, limit: Duration) -> Result<lapin::Consumer, Error> {
+    let exchange = hub.topology.events_exchange();
+    declare_exchange(channel, &exchange, limit).await?;
     let mut args = FieldTable::default();
     args.insert(
         "x-max-length".into(),
