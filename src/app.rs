@@ -263,16 +263,7 @@ pub async fn start_with(
     let mut producer_addr = None;
     // One events publisher per process, for every role's transitions; closed after
     // the roles stopped (`Running::wait`), so a draining worker's events still go out.
-    let events = if settings.events.enabled {
-        broker::Events::start(
-            &settings.broker,
-            &topology,
-            format!("{}-events-{}", settings.namespace, std::process::id()),
-            settings.events.buffer,
-        )
-    } else {
-        broker::Events::disabled()
-    };
+    let events = events_publisher(&settings, "events");
 
     if roles.producer || roles.worker || roles.dispatcher {
         // Checked when the settings loaded; written in the background so a database
@@ -526,5 +517,20 @@ pub async fn signal() {
     tokio::select! {
         () = ctrl_c => tracing::info!("interrupted; shutting down"),
         () = terminate => tracing::info!("terminated; shutting down"),
+    }
+}
+
+/// This process's events publisher (`events.enabled`), on a connection named for the
+/// namespace, `label` and the process. It connects on its first event.
+pub fn events_publisher(settings: &Settings, label: &str) -> broker::Events {
+    if settings.events.enabled {
+        broker::Events::start(
+            &settings.broker,
+            &topology(settings),
+            format!("{}-{label}-{}", settings.namespace, std::process::id()),
+            settings.events.buffer,
+        )
+    } else {
+        broker::Events::disabled()
     }
 }

@@ -161,16 +161,7 @@ pub async fn jobs(
 /// the API's. It connects on its first event: a command that moves nothing costs no
 /// broker connection.
 pub fn events(settings: &crate::config::Settings) -> broker::Events {
-    if settings.events.enabled {
-        broker::Events::start(
-            &settings.broker,
-            &crate::app::topology(settings),
-            format!("{}-cli-{}", settings.namespace, std::process::id()),
-            settings.events.buffer,
-        )
-    } else {
-        broker::Events::disabled()
-    }
+    crate::app::events_publisher(settings, "cli")
 }
 
 /// Publishes the committed state of `ids` as their events. A failed read costs only the
